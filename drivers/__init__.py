@@ -1,0 +1,38 @@
+"""Network drivers and their registry.
+
+``BUILTIN`` is the one explicit registry (no entry points, no registration
+as a side effect of import). :func:`make_drivers` builds the driver objects
+a controller uses; a name that is not built in resolves to a remote plugin
+(a later issue) or raises :class:`~netmgr.errors.DriverNotFound`.
+"""
+
+from __future__ import annotations
+
+from netmgr import errors
+from netmgr.drivers.base import HostEnv, NetworkDriver
+from netmgr.drivers.bridge import BridgeDriver
+from netmgr.drivers.host import HostDriver
+from netmgr.drivers.null import NullDriver
+
+BUILTIN = {
+    "bridge": BridgeDriver,
+    "host": HostDriver,
+    "null": NullDriver,
+}
+
+
+def make_drivers(env: HostEnv) -> dict[str, NetworkDriver]:
+    """One instance of each built-in driver bound to the host's handles."""
+    return {
+        "bridge": BridgeDriver(env),
+        "host": HostDriver(),
+        "null": NullDriver(),
+    }
+
+
+def resolve(drivers: dict[str, NetworkDriver], name: str) -> NetworkDriver:
+    """The driver called ``name``; Docker's wording when there is none."""
+    driver = drivers.get(name)
+    if driver is None:
+        raise errors.DriverNotFound(f'plugin "{name}" not found')
+    return driver

@@ -1,0 +1,186 @@
+"""The ``bridge`` driver: a Linux bridge per network, a veth per endpoint.
+
+* network: a bridge (``br-<id12>``, or ``com.docker.network.bridge.name``)
+  holding the gateway address of each pool, plus set elements in netmgr's
+  nftables table (isolation from other bridge networks, masquerade);
+* join: one netlink request creates the veth with its peer already in the
+  sandbox under its final name (eth0, eth1…), the host side already
+  enslaved to the bridge and up; the controller then configures the peer;
+* leave: deleting the host side removes both ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netmgr import errors
+from netmgr.drivers.base import (
+    Capability,
+    EndpointInfo,
+    HostEnv,
+    JoinInfo,
+    NetworkInfo,
+    PassiveDriver,
+    SandboxInfo,
+)
+from netmgr.drivers.bridge_fw import BridgeFirewall, FwNetwork
+from netmgr.runtime import netns
+from netmgr.runtime.netlink import mapped
+
+OPT_NAME = "com.docker.network.bridge.name"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_HOST_IP = "com.docker.network.bridge.host_binding_ipv4"
+OPT_MTU = "com.docker.network.driver.mtu"
+KNOWN_OPTIONS = {OPT_NAME, OPT_ICC, OPT_MASQ, OPT_HOST_IP, OPT_MTU,
+                 "com.docker.network.bridge.default_bridge"}
+IFNAMSIZ = 15
+
+
+def _bool_opt(net: NetworkInfo, key: str, default: bool = True) -> bool:
+    value = net.options.get(key)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise errors.InvalidConfig(f"invalid value {value!r} for option {key}: want true or false")
+
+
+def bridge_name(net: NetworkInfo) -> str:
+    """The bridge's interface name for this network."""
+    return net.options.get(OPT_NAME) or "br-" + net.id[:12]
+
+
+def veth_name(ep: EndpointInfo) -> str:
+    """The host-side veth name of an endpoint (Docker's ``veth`` + 7 hex)."""
+    return "veth" + ep.id[:7]
+
+
+class BridgeDriver(PassiveDriver):
+    """Linux bridge networks on one host."""
+
+    name = "bridge"
+
+    def __init__(self, env: HostEnv) -> None:
+        self.env = env
+        self.fw = BridgeFirewall(env.nft, env.table)
+        self._index: dict[str, int] = {}  # bridge name -> ifindex (bridges we know are there)
+        self._forwarding_on = False
+
+    def capability(self) -> Capability:
+        """Local scope."""
+        return Capability(scope="local")
+
+    # -- networks ------------------------------------------------------------
+
+    def validate(self, net: NetworkInfo) -> None:
+        """Check options: bridge name length, MTU, booleans. No side effect."""
+        name = bridge_name(net)
+        if len(name) > IFNAMSIZ or "/" in name or " " in name or not name:
+            raise errors.InvalidConfig(f"invalid bridge name {name!r}: at most {IFNAMSIZ} characters, no '/' or space")
+        mtu = net.options.get(OPT_MTU)
+        if mtu:
+            if not mtu.isdigit() or not 68 <= int(mtu) <= 65535:
+                raise errors.InvalidConfig(f"invalid MTU {mtu!r}: want a number from 68 to 65535")
+        _bool_opt(net, OPT_ICC)
+        _bool_opt(net, OPT_MASQ)
+        if not net.pools:
+            raise errors.InvalidConfig("bridge network needs an IPv4 pool")
+
+    def _fw_network(self, net: NetworkInfo) -> FwNetwork:
+        v4 = tuple(s for s, _ in net.pools if ":" not in s)
+        v6 = tuple(s for s, _ in net.pools if ":" in s)
+        masq = _bool_opt(net, OPT_MASQ) and not net.internal
+        return FwNetwork(bridge_name(net), v4, v6, masq)
+
+    def create_network(self, net: NetworkInfo) -> dict[str, Any]:
+        """Bridge, gateway addresses, up, firewall elements; rolls its own steps back on failure."""
+        name = bridge_name(net)
+        nl = self.env.nl
+        mtu = int(net.options.get(OPT_MTU) or 0) or None
+        self._ensure_forwarding()
+        with mapped(f"create bridge {name}"):
+            index = nl.add_bridge(name, mtu=mtu)
+        try:
+            self._configure_bridge(index, net)
+            self.fw.add_network(self._fw_network(net))
+        except BaseException:
+            nl.del_link(index=index)
+            raise
+        self._index[name] = index
+        return {"bridge": name}
+
+    def _configure_bridge(self, index: int, net: NetworkInfo) -> None:
+        for subnet, gateway in net.pools:
+            if gateway:
+                plen = int(subnet.split("/")[1])
+                with mapped(f"add gateway {gateway}"):
+                    self.env.nl.add_addr(index, gateway, plen)
+        with mapped("bring bridge up"):
+            self.env.nl.set_link(index, up=True)
+
+    def _ensure_forwarding(self) -> None:
+        # Docker turns IPv4 forwarding on at start; we do it when the first bridge is made.
+        if not self._forwarding_on:
+            netns.sysctl_write(None, "net.ipv4.ip_forward", "1")
+            self._forwarding_on = True
+
+    def delete_network(self, net: NetworkInfo) -> None:
+        """Firewall elements, then the bridge; already gone is success."""
+        name = bridge_name(net)
+        self.fw.remove_network(self._fw_network(net))
+        self._index.pop(name, None)
+        with mapped(f"delete bridge {name}"):
+            self.env.nl.del_link(name=name)
+
+    def restore(self, nets: list[NetworkInfo]) -> None:
+        """Rebuild the firewall table and re-create missing bridges."""
+        for net in nets:
+            name = bridge_name(net)
+            index = self.env.nl.link_index(name)
+            if index is None:
+                self.create_network(net)
+                continue
+            self._index[name] = index
+        self.fw.rebuild([self._fw_network(n) for n in nets])
+        if nets:
+            self._ensure_forwarding()
+
+    def _bridge_index(self, net: NetworkInfo) -> int:
+        name = bridge_name(net)
+        index = self._index.get(name)
+        if index is None:
+            index = self.env.nl.link_index(name)
+            if index is None:
+                raise errors.KernelError(f"bridge {name} of network {net.name} is missing")
+            self._index[name] = index
+        return index
+
+    # -- endpoints -------------------------------------------------------
+
+    def create_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> dict[str, Any]:
+        """Name the host-side veth; the pair itself is made at join, peer in place."""
+        return {"veth": veth_name(ep)}
+
+    def join(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> JoinInfo:
+        """One request: veth pair, peer in the sandbox as ``sb.ifname``, host side on the bridge, up."""
+        if sb.handle is None:
+            raise errors.InternalError("bridge join needs a sandbox namespace")
+        master = self._bridge_index(net)
+        mtu = int(net.options.get(OPT_MTU) or 0) or None
+        host_if = ep.driver_data.get("veth") or veth_name(ep)
+        with mapped(f"create endpoint {ep.id[:12]}"):
+            self.env.nl.add_veth(host_if, sb.ifname, sb.handle.fd, ep.mac or None, mtu, master=master, up=True)
+        gw4 = next((g for s, g in net.pools if ":" not in s), "")
+        gw6 = next((g for s, g in net.pools if ":" in s), "")
+        if net.internal:
+            return JoinInfo(ifname=sb.ifname, disable_gateway=True)
+        return JoinInfo(ifname=sb.ifname, gateway=gw4, gateway6=gw6)
+
+    def leave(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> None:
+        """Delete the host side (the kernel removes the peer with it)."""
+        host_if = ep.driver_data.get("veth") or veth_name(ep)
+        with mapped(f"delete endpoint {ep.id[:12]}"):
+            self.env.nl.del_link(name=host_if)

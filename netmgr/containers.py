@@ -1,0 +1,302 @@
+"""Containers: a process plus the sandbox it joins.
+
+``run`` = validate → state dir → sandbox (a new netns, or the host's) →
+attach to the network → /etc files → start the process → store. Each step
+registers its undo, so a failed ``run`` leaves nothing behind (no record,
+no namespace, no link, no process). ``network connect``/``disconnect`` of a
+running container go through here too, since they change a container.
+
+A stopped container keeps its sandbox, interfaces and addresses until
+``rm`` (Docker tears them down at stop and re-attaches at start). netmgr
+keeps them so that ``start`` is cheap and addresses are stable; the price
+is that ``network rm`` refuses while a stopped container is attached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from netmgr import errors, etcfiles, names
+from netmgr.controller import AttachRequest, Controller
+from netmgr.model import Container, ContainerConfig, ContainerState, Endpoint, PortMapping, from_dict, new_id, now_rfc3339, to_dict
+from netmgr.runtime import container as rt
+from netmgr.store import Op
+from netmgr.undo import UndoStack
+
+log = logging.getLogger("netmgr.containers")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """``netmgr run`` as the API receives it."""
+
+    argv: tuple[str, ...]
+    name: str = ""
+    network: str = "bridge"
+    ip: str = ""
+    ip6: str = ""
+    aliases: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    hostname: str = ""
+    rootfs: str = ""
+    volumes: tuple[tuple[str, str, bool], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    memory: int = 0
+    cpus: float = 0.0
+    pids_limit: int = 0
+    auto_remove: bool = False
+    workdir: str = "/"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Containers:
+    """Container lifecycle on top of the :class:`Controller`."""
+
+    def __init__(self, ctl: Controller, state_dir: str) -> None:
+        self.ctl = ctl
+        self.dir = os.path.join(state_dir, "containers")
+        self.items: dict[str, Container] = {}
+
+    def load(self) -> None:
+        """Read the container records and bring their state up to date."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        for kv in self.ctl.store.list("containers/"):
+            ctr = from_dict(Container, kv.value)
+            self.items[ctr.id] = ctr
+            self.refresh(ctr)
+
+    def state_dir(self, ctr: Container | str) -> str:
+        """Where a container's files live (log, pid, exit, /etc files)."""
+        return os.path.join(self.dir, ctr if isinstance(ctr, str) else ctr.id)
+
+    # -- lookups --------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        """A container by name, ID or unique ID prefix, with its state refreshed."""
+        ctr = names.lookup(ref, self.items.values(), lambda c: c.name, lambda c: c.id,
+                           lambda r: errors.ContainerNotFound(f"No such container: {r}"), "container")
+        return self.refresh(ctr)
+
+    def list(self, all_: bool = False) -> list[Container]:
+        """Running containers (or all), newest first."""
+        ctrs = [self.refresh(c) for c in list(self.items.values())]
+        if not all_:
+            ctrs = [c for c in ctrs if c.state.status == "running"]
+        return sorted(ctrs, key=lambda c: c.created, reverse=True)
+
+    def refresh(self, ctr: Container) -> Container:
+        """Update a running container's state from the runtime (it may have exited)."""
+        if ctr.state.status != "running":
+            return ctr
+        if rt.is_running(self.state_dir(ctr), ctr.state.pid):
+            return ctr
+        code = rt.exit_code(self.state_dir(ctr))
+        state = dataclasses.replace(ctr.state, status="exited", exit_code=code if code is not None else 137,
+                                    finished_at=now_rfc3339(), pid=0)
+        return self._save(dataclasses.replace(ctr, state=state))
+
+    def _save(self, ctr: Container) -> Container:
+        self.ctl.store.put(f"containers/{ctr.id}", to_dict(ctr))
+        self.items[ctr.id] = ctr
+        return ctr
+
+    # -- run -------------------------------------------------------------------
+
+    def run(self, req: RunRequest) -> Container:
+        """Create, connect and start a container; all or nothing."""
+        net, ctr = self._validate_run(req)
+        with UndoStack() as undo:
+            sdir = self._step_state_dir(undo, ctr)
+            ctr = self._step_sandbox(undo, ctr, net)
+            ep = self._step_attach(undo, ctr, net, req)
+            files = etcfiles.write(sdir, ctr.config.hostname, [ep.ipv4, ep.ipv6])
+            ctr = self._step_start(undo, ctr, files)
+            self.ctl.store.txn([], [Op(f"containers/{ctr.id}", to_dict(ctr)), self.ctl.put_endpoint_op(ep)])
+            undo.commit()
+        self.items[ctr.id] = ctr
+        self.ctl.commit_endpoint(ep)
+        return ctr
+
+    def _validate_run(self, req: RunRequest):
+        if not req.argv:
+            raise errors.InvalidConfig("No command specified")
+        name = req.name
+        if name:
+            names.check_container_name(name)
+            if any(c.name == name for c in self.items.values()):
+                existing = next(c for c in self.items.values() if c.name == name)
+                raise errors.AlreadyExists(
+                    f'Conflict. The container name "/{name}" is already in use by container "{existing.id}". '
+                    "You have to remove (or rename) that container to be able to reuse that name.")
+        else:
+            name = names.random_name(lambda n: any(c.name == n for c in self.items.values()))
+        net = self.ctl.network(req.network or "bridge")
+        cid = new_id()
+        config = ContainerConfig(
+            argv=tuple(req.argv), hostname=req.hostname or cid[:12], env=tuple(req.env), rootfs=req.rootfs,
+            volumes=tuple(req.volumes), memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
+            network_mode=net.name, auto_remove=req.auto_remove, ports=tuple(req.ports), workdir=req.workdir)
+        ctr = Container(id=cid, name=name, created=now_rfc3339(), config=config)
+        self.ctl.check_attach(net, ctr, AttachRequest(req.ip, req.ip6, tuple(req.aliases)))
+        if req.ports and net.driver in ("host", "null"):
+            log.info("published ports are discarded when using host or none network mode")
+        return net, ctr
+
+    def _step_state_dir(self, undo: UndoStack, ctr: Container) -> str:
+        path = self.state_dir(ctr)
+        os.makedirs(path, mode=0o700)
+        undo.push("remove state dir", shutil.rmtree, path, True)
+        return path
+
+    def _step_sandbox(self, undo: UndoStack, ctr: Container, net) -> Container:
+        if net.driver == "host":
+            return ctr  # the host's namespace: sandbox key ""
+        return dataclasses.replace(ctr, sandbox_key=self.ctl.create_sandbox(undo, ctr.id))
+
+    def _step_attach(self, undo: UndoStack, ctr: Container, net, req: RunRequest) -> Endpoint:
+        return self.ctl.attach(undo, net, ctr, AttachRequest(req.ip, req.ip6, tuple(req.aliases)))
+
+    def _step_start(self, undo: UndoStack, ctr: Container, files: dict[str, str]) -> Container:
+        spec = self._spec(ctr, files)
+        try:
+            proc = rt.start(spec)
+        except errors.InvalidConfig as exc:
+            if "executable file not found" in str(exc) or "no such file" in str(exc).lower():
+                raise errors.CommandNotFound(str(exc)) from exc
+            raise
+        undo.push("stop process", self._kill_and_clean, spec, proc.pid)
+        state = ContainerState(status="running", pid=proc.pid, shim_pid=proc.shim_pid, started_at=now_rfc3339())
+        return dataclasses.replace(ctr, state=state)
+
+    def _spec(self, ctr: Container, files: dict[str, str]) -> rt.ContainerSpec:
+        cfg = ctr.config
+        return rt.ContainerSpec(
+            id=ctr.id, argv=tuple(cfg.argv), state_dir=self.state_dir(ctr), netns_path=ctr.sandbox_key or None,
+            hostname=cfg.hostname, hosts_file=files["hosts"], resolv_file=files["resolv"],
+            hostname_file=files["hostname"], env=tuple(cfg.env), workdir=cfg.workdir or "/",
+            rootfs=cfg.rootfs or None, volumes=tuple(cfg.volumes), memory=cfg.memory or None,
+            cpus=cfg.cpus or None, pids_limit=cfg.pids_limit or None,
+        )
+
+    def _files(self, ctr: Container) -> dict[str, str]:
+        sdir = self.state_dir(ctr)
+        return {"hosts": os.path.join(sdir, "hosts"), "resolv": os.path.join(sdir, "resolv.conf"),
+                "hostname": os.path.join(sdir, "hostname")}
+
+    def _kill_and_clean(self, spec: rt.ContainerSpec, pid: int) -> None:
+        rt.stop(spec.state_dir, pid, timeout=0)
+        rt.cleanup(spec)
+
+    # -- start / stop / rm -------------------------------------------------------
+
+    def start(self, ref: str) -> Container:
+        """Start a stopped container again in its existing sandbox."""
+        ctr = self.get(ref)
+        if ctr.state.status == "running":
+            return ctr
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.state_dir(ctr), "exit"))  # the last run's exit code
+        with UndoStack() as undo:
+            ctr = self._step_start(undo, ctr, self._files(ctr))
+            ctr = self._save(ctr)
+            undo.commit()
+        return ctr
+
+    def stop(self, ref: str, timeout: float = 10.0) -> Container:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds (Docker's ``stop``)."""
+        ctr = self.get(ref)
+        if ctr.state.status == "running":
+            rt.stop(self.state_dir(ctr), ctr.state.pid, timeout=timeout)
+        return self.refresh(ctr)
+
+    def wait(self, ref: str, timeout: float | None = None) -> int | None:
+        """Block until the container exits; its exit code (None on timeout)."""
+        ctr = self.get(ref)
+        if ctr.state.status == "running":
+            if rt.wait(self.state_dir(ctr), timeout) is None:
+                return None
+        return self.refresh(self.items[ctr.id]).state.exit_code
+
+    def remove(self, ref: str, force: bool = False) -> Container:
+        """Remove a container: process (with ``force``), endpoints, sandbox, files, record."""
+        ctr = self.get(ref)
+        if ctr.state.status == "running":
+            if not force:
+                raise errors.Conflict(
+                    f"You cannot remove a running container {ctr.id}. "
+                    "Stop the container before attempting removal or force remove")
+            rt.stop(self.state_dir(ctr), ctr.state.pid, timeout=0)
+        failures = []
+        for ep in self.ctl.container_endpoints(ctr.id):
+            failures += self.ctl.detach(ep, ctr)
+        try:
+            rt.cleanup(self._spec(ctr, self._files(ctr)))
+        except errors.NetmgrError as exc:
+            failures.append(f"cleanup: {exc}")
+        self.ctl.remove_sandbox(ctr.sandbox_key)
+        ops = [Op(self.ctl.endpoint_key(ep)) for ep in self.ctl.container_endpoints(ctr.id)]
+        self.ctl.store.txn([], ops + [Op(f"containers/{ctr.id}")])
+        for ep in self.ctl.container_endpoints(ctr.id):
+            self.ctl.forget_endpoint(ep)
+        self.items.pop(ctr.id, None)
+        shutil.rmtree(self.state_dir(ctr), ignore_errors=True)
+        if failures:
+            log.warning("remove %s: %s", ctr.name, "; ".join(failures))
+        return ctr
+
+    # -- connect / disconnect ----------------------------------------------------
+
+    def connect(self, net_ref: str, ctr_ref: str, req: AttachRequest) -> Endpoint:
+        """``network connect``: a new interface (eth1, eth2…) in the container's sandbox."""
+        net = self.ctl.network(net_ref)
+        ctr = self.get(ctr_ref)
+        if not ctr.sandbox_key and self.ctl.container_endpoints(ctr.id):
+            raise errors.Conflict("container cannot be disconnected from host network or connected to host network")
+        self.ctl.check_attach(net, ctr, req)
+        with UndoStack() as undo:
+            ep = self.ctl.attach(undo, net, ctr, req)
+            self.ctl.store.put(self.ctl.endpoint_key(ep), to_dict(ep))
+            undo.commit()
+        self.ctl.commit_endpoint(ep)
+        return ep
+
+    def disconnect(self, net_ref: str, ctr_ref: str, force: bool = False) -> None:
+        """``network disconnect``: remove the container's interface on that network."""
+        net = self.ctl.network(net_ref)
+        try:
+            ctr = self.get(ctr_ref)
+        except errors.ContainerNotFound:
+            if force:
+                return
+            raise
+        ep = next((e for e in self.ctl.container_endpoints(ctr.id) if e.network_id == net.id), None)
+        if ep is None:
+            raise errors.EndpointNotFound(f"container {ctr.id} is not connected to network {net.name}")
+        if net.driver == "host" and not force:
+            raise errors.Conflict("container cannot be disconnected from host network or connected to host network")
+        failures = self.ctl.detach(ep, ctr)
+        if failures and not force:
+            raise errors.KernelError(f"disconnect {ctr.name} from {net.name}: " + "; ".join(failures))
+        self.ctl.store.delete(self.ctl.endpoint_key(ep))
+        self.ctl.forget_endpoint(ep)
+
+    # -- inspection helpers --------------------------------------------------------
+
+    def logs(self, ref: str) -> bytes:
+        """Everything the container wrote to stdout and stderr."""
+        return rt.read_logs(self.state_dir(self.get(ref)))
+
+    def exec_argv(self, ref: str, argv: list[str], env: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        """The command line that runs ``argv`` inside a running container."""
+        ctr = self.get(ref)
+        if ctr.state.status != "running":
+            raise errors.Conflict(f"Container {ctr.id} is not running")
+        return rt.exec_argv(ctr.state.pid, list(argv), env=env)
+
+    def close(self) -> None:
+        """Nothing held open (containers survive the daemon)."""

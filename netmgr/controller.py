@@ -1,0 +1,373 @@
+"""The CNM controller: networks, endpoints and sandboxes, with their lifecycle.
+
+Every multi-step operation runs under an :class:`~netmgr.undo.UndoStack`:
+each step registers its undo as soon as it succeeded, so a failure at step
+k leaves no kernel object and no record of steps 1..k-1. The store write
+comes last; memory is updated only after it.
+
+The controller is synchronous and not thread-safe: the daemon runs every
+operation on one worker thread, in order (see :mod:`netmgr.daemon.server`).
+It never issues netlink calls itself: drivers and :mod:`netmgr.runtime` do.
+Container processes are handled by :class:`netmgr.containers.Containers`,
+which uses :meth:`attach`/:meth:`detach` for the network side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+
+from netmgr import errors, names
+from netmgr.drivers import resolve
+from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, SandboxInfo
+from netmgr.ipam import IPAM
+from netmgr.model import Container, Endpoint, Network, PoolConfig, from_dict, new_id, now_rfc3339, to_dict
+from netmgr.runtime import netns, sandbox
+from netmgr.store import Op, Store
+from netmgr.undo import UndoStack
+
+log = logging.getLogger("netmgr.controller")
+
+PREDEFINED = ("bridge", "host", "none")
+DEFAULT_BRIDGE = "netmgr0"
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    """``network create`` as the API receives it."""
+
+    name: str
+    driver: str = "bridge"
+    pools: tuple[PoolConfig, ...] = ()
+    pools6: tuple[PoolConfig, ...] = ()
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False
+    attachable: bool = False
+    ipv6: bool = False
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    """Connect a container's sandbox to a network."""
+
+    ip: str = ""
+    ip6: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+def driver_view(net: Network) -> NetworkInfo:
+    """The network as drivers see it."""
+    return NetworkInfo(
+        id=net.id, name=net.name, options=dict(net.options), internal=net.internal, ipv6=net.ipv6,
+        pools=tuple((p.subnet, p.gateway) for p in net.pools), driver_data=dict(net.driver_data),
+        predefined=net.predefined,
+    )
+
+
+def endpoint_view(ep: Endpoint) -> EndpointInfo:
+    """The endpoint as drivers see it."""
+    return EndpointInfo(ep.id, ep.network_id, ep.ipv4, ep.ipv6, ep.mac, dict(ep.driver_data))
+
+
+def mac_for(ipv4: str) -> str:
+    """Docker's classic MAC: 02:42 followed by the IPv4 address bytes (random without one)."""
+    if ipv4:
+        octets = [int(x) for x in ipv4.split("/")[0].split(".")]
+    else:
+        octets = list(os.urandom(4))
+    return "02:42:" + ":".join(f"{o:02x}" for o in octets)
+
+
+class Controller:
+    """Networks and endpoints, their IPAM, drivers and store records."""
+
+    def __init__(self, store: Store, drivers: dict[str, NetworkDriver], ipam: IPAM, run_dir: str) -> None:
+        self.store = store
+        self.drivers = drivers
+        self.ipam = ipam
+        self.run_dir = run_dir
+        self.ns_dir = os.path.join(run_dir, "netns")
+        self.networks: dict[str, Network] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.handles: dict[str, netns.NetnsHandle] = {}  # sandbox key -> open handle
+
+    # -- start-up --------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read networks and endpoints from the store and rebuild IPAM state."""
+        netns.ensure_ns_dir(self.ns_dir)
+        for kv in self.store.list("networks/"):
+            net = from_dict(Network, kv.value)
+            self.networks[net.id] = net
+            self.ipam.add_network(net.id, net.pools)
+        for kv in self.store.list("endpoints/"):
+            ep = from_dict(Endpoint, kv.value)
+            self.endpoints[ep.id] = ep
+            self.ipam.mark_address(ep.network_id, ep.ipv4)
+            self.ipam.mark_address(ep.network_id, ep.ipv6)
+
+    def restore_drivers(self) -> None:
+        """Let each driver re-create its host-side state for the stored networks."""
+        by_driver: dict[str, list[NetworkInfo]] = {}
+        for net in self.networks.values():
+            by_driver.setdefault(net.driver, []).append(driver_view(net))
+        for name, driver in self.drivers.items():
+            driver.restore(by_driver.get(name, []))
+
+    def ensure_predefined(self) -> None:
+        """Create ``bridge``, ``host`` and ``none`` if they are missing (first start)."""
+        have = {n.name for n in self.networks.values()}
+        if "bridge" not in have:
+            self.create_network(NetworkRequest("bridge", "bridge", options={
+                "com.docker.network.bridge.name": DEFAULT_BRIDGE,
+                "com.docker.network.bridge.default_bridge": "true",
+                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+                "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                "com.docker.network.driver.mtu": "1500",
+            }), predefined=True)
+        for name, driver in (("host", "host"), ("none", "null")):
+            if name not in have:
+                self.create_network(NetworkRequest(name, driver), predefined=True)
+
+    # -- lookups ---------------------------------------------------------------
+
+    def network(self, ref: str) -> Network:
+        """A network by name, ID or unique ID prefix."""
+        return names.lookup(ref, self.networks.values(), lambda n: n.name, lambda n: n.id,
+                            lambda r: errors.NetworkNotFound(f"network {r} not found"), "network")
+
+    def network_endpoints(self, network_id: str) -> list[Endpoint]:
+        """Endpoints on a network."""
+        return [ep for ep in self.endpoints.values() if ep.network_id == network_id]
+
+    def container_endpoints(self, container_id: str) -> list[Endpoint]:
+        """Endpoints of a container, in interface order."""
+        eps = [ep for ep in self.endpoints.values() if ep.container_id == container_id]
+        return sorted(eps, key=lambda e: (len(e.ifname), e.ifname))
+
+    # -- networks ----------------------------------------------------------------
+
+    def create_network(self, req: NetworkRequest, predefined: bool = False) -> Network:
+        """Validate, allocate pools, let the driver make it real, store it."""
+        net = self._validate_network(req, predefined)
+        driver = resolve(self.drivers, net.driver)
+        driver.validate(driver_view(net))
+        with UndoStack() as undo:
+            self.ipam.add_network(net.id, net.pools)
+            undo.push("release pools", self.ipam.remove_network, net.id)
+            data = driver.create_network(driver_view(net))
+            net = dataclasses.replace(net, driver_data=data)
+            undo.push("delete network", driver.delete_network, driver_view(net))
+            self.store.put(f"networks/{net.id}", to_dict(net))
+            undo.commit()
+        self.networks[net.id] = net
+        return net
+
+    def _validate_network(self, req: NetworkRequest, predefined: bool) -> Network:
+        names.check_network_name(req.name)
+        if any(n.name == req.name for n in self.networks.values()):
+            raise errors.AlreadyExists(f"network with name {req.name} already exists")
+        if req.ipam_driver not in ("default", ""):
+            raise errors.DriverNotFound(f'plugin "{req.ipam_driver}" not found')
+        driver = resolve(self.drivers, req.driver)
+        pools: tuple[PoolConfig, ...] = ()
+        if not driver.capability().no_interface:
+            pools = self._validate_pools(req)
+        return Network(
+            id=new_id(), name=req.name, driver=req.driver, scope=driver.capability().scope,
+            created=now_rfc3339(), internal=req.internal, attachable=req.attachable, ipv6=req.ipv6,
+            options=dict(req.options), labels=dict(req.labels), ipam_driver=req.ipam_driver or "default",
+            ipam_options=dict(req.ipam_options), pools=pools, user_subnet=bool(req.pools or req.pools6),
+            predefined=predefined,
+        )
+
+    def _validate_pools(self, req: NetworkRequest) -> tuple[PoolConfig, ...]:
+        v4 = [self.ipam.validate_pool(p) for p in req.pools]
+        v6 = [self.ipam.validate_pool(p) for p in req.pools6]
+        if len(v4) > 1 and req.driver == "bridge":
+            raise errors.InvalidConfig("bridge driver doesn't support multiple subnets")
+        for pool in v4 + v6:
+            self.ipam.check_overlap(pool.subnet)
+        if not v4:
+            v4 = [self.ipam.validate_pool(PoolConfig(self.ipam.allocate_default_subnet(4)))]
+        if req.ipv6 and not v6:
+            raise errors.InvalidConfig("IPv6 without --subnet for it is not supported yet: give an IPv6 --subnet")
+        if v6 and not req.ipv6:
+            raise errors.InvalidConfig("an IPv6 subnet needs --ipv6")
+        return tuple(v4 + v6)
+
+    def remove_network(self, ref: str) -> Network:
+        """Remove a network that has no endpoints (predefined ones cannot be removed)."""
+        net = self.network(ref)
+        if net.predefined:
+            raise errors.PermissionDenied(f"{net.name} is a pre-defined network and cannot be removed")
+        if self.network_endpoints(net.id):
+            raise errors.InUse(
+                f"error while removing network: network {net.name} id {net.id} has active endpoints")
+        driver = resolve(self.drivers, net.driver)
+        driver.delete_network(driver_view(net))
+        self.store.delete(f"networks/{net.id}")
+        self.ipam.remove_network(net.id)
+        del self.networks[net.id]
+        return net
+
+    # -- endpoints: the attach path --------------------------------------------
+
+    def next_ifname(self, container_id: str) -> str:
+        """The lowest free ``ethN`` in a container's sandbox."""
+        used = {ep.ifname for ep in self.container_endpoints(container_id)}
+        n = 0
+        while f"eth{n}" in used:
+            n += 1
+        return f"eth{n}"
+
+    def handle(self, key: str) -> netns.NetnsHandle:
+        """The open handle of a sandbox namespace (re-opened after a restart)."""
+        h = self.handles.get(key)
+        if h is None:
+            h = self.handles[key] = netns.open_handle(key)
+        return h
+
+    def check_attach(self, net: Network, ctr: Container, req: AttachRequest) -> None:
+        """Everything that can be refused before touching anything."""
+        eps = self.container_endpoints(ctr.id)
+        if any(ep.network_id == net.id for ep in eps):
+            raise errors.AlreadyExists(f"endpoint with name {ctr.name} already exists in network {net.name}")
+        drivers_in_use = {net.driver} | {self.networks[e.network_id].driver for e in eps if e.network_id in self.networks}
+        if eps and "host" in drivers_in_use:
+            raise errors.Conflict("container cannot be disconnected from host network or connected to host network")
+        if eps and "null" in drivers_in_use:
+            raise errors.Conflict(
+                "container cannot be connected to multiple networks with one of the networks in private (none) mode")
+        if (req.ip or req.ip6) and net.predefined:
+            raise errors.InvalidConfig("user specified IP address is supported on user defined networks only")
+        if (req.ip or req.ip6) and not net.user_subnet:
+            raise errors.InvalidConfig(
+                "user specified IP address is supported only when connecting to networks with user configured subnets")
+
+    def attach(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest) -> Endpoint:
+        """Connect ``ctr``'s sandbox to ``net``; every step registers its undo on ``undo``.
+
+        Steps: allocate address → create endpoint → join → configure interface
+        → program external connectivity. The caller writes the store.
+        """
+        driver = resolve(self.drivers, net.driver)
+        ep = self._step_allocate(undo, net, ctr, req)
+        ep = self._step_create_endpoint(undo, driver, net, ep)
+        if driver.capability().no_interface:
+            return ep
+        join = self._step_join(undo, driver, net, ep, ctr)
+        ep = self._step_configure(ep, join, ctr)
+        self._step_external(undo, driver, net, ep, ctr)
+        return ep
+
+    def _step_allocate(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest) -> Endpoint:
+        label = f"{net.name} ({net.id[:12]})"
+        ipv4 = self.ipam.request_address(net.id, 4, req.ip, label)
+        undo.push("release address", self.ipam.release_address, net.id, ipv4)
+        ipv6 = self.ipam.request_address(net.id, 6, req.ip6, label) if net.ipv6 else ""
+        undo.push("release address6", self.ipam.release_address, net.id, ipv6)
+        cap = resolve(self.drivers, net.driver).capability()
+        ifname = "" if cap.no_interface else self.next_ifname(ctr.id)
+        return Endpoint(id=new_id(), network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
+                        mac=mac_for(ipv4) if ifname else "", ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
+                        static_ipv4=req.ip, static_ipv6=req.ip6)
+
+    def _step_create_endpoint(self, undo: UndoStack, driver: NetworkDriver, net: Network, ep: Endpoint) -> Endpoint:
+        data = driver.create_endpoint(driver_view(net), endpoint_view(ep))
+        ep = dataclasses.replace(ep, driver_data=data)
+        undo.push("delete endpoint", driver.delete_endpoint, driver_view(net), endpoint_view(ep))
+        return ep
+
+    def _step_join(self, undo: UndoStack, driver: NetworkDriver, net: Network, ep: Endpoint, ctr: Container):
+        sb = SandboxInfo(ctr.id, self.handle(ctr.sandbox_key), ep.ifname)
+        undo.push("leave", driver.leave, driver_view(net), endpoint_view(ep), sb)
+        return driver.join(driver_view(net), endpoint_view(ep), sb)
+
+    def _step_configure(self, ep: Endpoint, join, ctr: Container) -> Endpoint:
+        # the interface goes away with the 'leave' undo, so this step registers none;
+        # only the first network with a gateway gives the sandbox its default route (Docker's rule)
+        addrs = [a for a in (ep.ipv4, ep.ipv6) if a]
+        has_default = any(e.gateway for e in self.container_endpoints(ctr.id))
+        gateway = "" if join.disable_gateway or has_default else join.gateway
+        gateway6 = "" if join.disable_gateway or has_default else join.gateway6
+        sandbox.configure_interface(self.handle(ctr.sandbox_key), join.ifname, addrs, gateway, gateway6,
+                                    join.static_routes)
+        return dataclasses.replace(ep, gateway=gateway, gateway6=gateway6)
+
+    def _step_external(self, undo: UndoStack, driver: NetworkDriver, net: Network, ep: Endpoint, ctr: Container):
+        ports = ctr.config.ports if ctr.config.network_mode in (net.name, net.id) else ()
+        driver.program_external_connectivity(driver_view(net), endpoint_view(ep), ports)
+        undo.push("revoke external", driver.revoke_external_connectivity, driver_view(net), endpoint_view(ep), ports)
+
+    def detach(self, ep: Endpoint, ctr: Container) -> list[str]:
+        """Reverse of :meth:`attach`; keeps going on failure and returns what failed."""
+        net = self.networks.get(ep.network_id)
+        failures: list[str] = []
+        if net is None:
+            return failures
+        driver = resolve(self.drivers, net.driver)
+        sb = SandboxInfo(ctr.id, self.handles.get(ctr.sandbox_key), ep.ifname)
+        ports = ctr.config.ports if ctr.config.network_mode in (net.name, net.id) else ()
+        steps = [
+            ("revoke external", lambda: driver.revoke_external_connectivity(driver_view(net), endpoint_view(ep), ports)),
+            ("leave", lambda: driver.leave(driver_view(net), endpoint_view(ep), sb)),
+            ("delete endpoint", lambda: driver.delete_endpoint(driver_view(net), endpoint_view(ep))),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except errors.NetmgrError as exc:
+                log.warning("detach %s: %s failed: %s", ep.id[:12], name, exc)
+                failures.append(f"{name}: {exc}")
+        return failures
+
+    def commit_endpoint(self, ep: Endpoint) -> None:
+        """Record an attached endpoint in memory (after the store write)."""
+        self.endpoints[ep.id] = ep
+
+    def forget_endpoint(self, ep: Endpoint) -> None:
+        """Drop an endpoint from memory and release its addresses."""
+        self.endpoints.pop(ep.id, None)
+        self.ipam.release_address(ep.network_id, ep.ipv4)
+        self.ipam.release_address(ep.network_id, ep.ipv6)
+
+    @staticmethod
+    def endpoint_key(ep: Endpoint) -> str:
+        """The store key of an endpoint."""
+        return f"endpoints/{ep.network_id}/{ep.id}"
+
+    def put_endpoint_op(self, ep: Endpoint) -> Op:
+        """The store write for an endpoint."""
+        return Op(self.endpoint_key(ep), to_dict(ep))
+
+    # -- sandboxes ---------------------------------------------------------------
+
+    def create_sandbox(self, undo: UndoStack, container_id: str) -> str:
+        """A new namespace for a container; returns its key (path)."""
+        key = os.path.join(self.ns_dir, container_id[:12])
+        handle = netns.create(key)
+        self.handles[key] = handle
+        undo.push("remove sandbox", self.remove_sandbox, key)
+        return key
+
+    def remove_sandbox(self, key: str) -> None:
+        """Close the handle and remove the namespace; already gone is success."""
+        if not key:
+            return
+        handle = self.handles.pop(key, None)
+        if handle is not None:
+            handle.close()
+        netns.remove(key)
+
+    def close(self) -> None:
+        """Close every sandbox handle (namespaces stay)."""
+        for handle in self.handles.values():
+            handle.close()
+        self.handles.clear()

@@ -1,0 +1,93 @@
+"""``--filter`` for ``network ls/prune`` and ``ps``, with Docker's semantics.
+
+The same key given twice is OR, different keys are AND; ``name`` is a
+case-sensitive substring match; an unknown key is ``Invalid filter 'KEY'``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Callable, Iterable, TypeVar
+
+from netmgr import errors
+
+T = TypeVar("T")
+NETWORK_KEYS = {"driver", "name", "id", "label", "scope", "type", "dangling"}
+PRUNE_KEYS = {"label", "label!", "until"}
+CONTAINER_KEYS = {"name", "id", "status", "network", "exited", "label"}
+
+
+def _group(raw, allowed: set[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for f in raw:
+        if f.key not in allowed:
+            raise errors.InvalidConfig(f"Invalid filter '{f.key}'")
+        groups[f.key].append(f.value)
+    return groups
+
+
+def _label_match(labels: dict[str, str], want: str) -> bool:
+    key, eq, value = want.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+def networks(nets: list, raw, ctl, prune: bool = False) -> list:
+    """The networks that pass every filter group."""
+    groups = _group(raw, PRUNE_KEYS if prune else NETWORK_KEYS)
+    tests: dict[str, Callable] = {
+        "driver": lambda n, v: n.driver == v,
+        "name": lambda n, v: v in n.name,
+        "id": lambda n, v: n.id.startswith(v),
+        "label": lambda n, v: _label_match(n.labels, v),
+        "label!": lambda n, v: not _label_match(n.labels, v),
+        "scope": lambda n, v: n.scope == v,
+        "type": lambda n, v: (v == "builtin") == n.predefined,
+        "dangling": lambda n, v: (v in ("true", "1")) == (not n.predefined and not ctl.network_endpoints(n.id)),
+        "until": lambda n, v: n.created < v,
+    }
+    if "type" in groups and any(v not in ("custom", "builtin") for v in groups["type"]):
+        bad = next(v for v in groups["type"] if v not in ("custom", "builtin"))
+        raise errors.InvalidConfig(f"invalid filter: 'type'='{bad}'")
+    return [n for n in nets if all(any(tests[k](n, v) for v in vals) for k, vals in groups.items())]
+
+
+STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+
+def wants_all(raw) -> bool:
+    """``ps --filter status=exited`` implies ``-a`` (as Docker)."""
+    return any(f.key in ("status", "exited") for f in raw)
+
+
+def containers(ctrs: list, raw, ctl) -> list:
+    """The containers that pass every filter group."""
+    groups = _group(raw, CONTAINER_KEYS)
+    for value in groups.get("status", []):
+        if value not in STATUSES:
+            raise errors.InvalidConfig(f"Invalid filter 'status={value}'")
+
+    def on_network(c, v):
+        for ep in ctl.container_endpoints(c.id):
+            net = ctl.networks.get(ep.network_id)
+            if net and (net.name == v or net.id.startswith(v)):
+                return True
+        return False
+
+    tests: dict[str, Callable] = {
+        "name": lambda c, v: re.search(v, "/" + c.name) is not None,
+        "id": lambda c, v: c.id.startswith(v),
+        "status": lambda c, v: c.state.status == v,
+        "network": on_network,
+        "exited": lambda c, v: c.state.status == "exited" and str(c.state.exit_code) == v,
+        "label": lambda c, v: False,
+    }
+    return [c for c in ctrs if all(any(tests[k](c, v) for v in vals) for k, vals in groups.items())]
+
+
+def natural_sorted(items: Iterable[T], key: Callable[[T], str]) -> list[T]:
+    """Case-sensitive natural order (``net2`` before ``net10``, ``Zed`` before ``alpha``)."""
+    def natural(item):
+        # digits sort before letters, as in ASCII; ints and strings never meet in one comparison
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", key(item))]
+    return sorted(items, key=natural)

@@ -1,0 +1,178 @@
+"""``netmgrd`` / ``netmgr daemon``: the asyncio daemon.
+
+Start-up: take the run-dir lock (a second daemon on the same run dir
+refuses to start), open the engine (store → reconcile drivers with the
+kernel → predefined networks → containers), serve gRPC on a root-only unix
+socket, watch running containers' shims with pidfds so an exit is noticed
+at once (and ``--rm`` containers are removed). SIGTERM/SIGINT stop serving;
+kernel objects and containers stay, as with dockerd's live-restore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+
+import grpc
+
+from netmgr import errors
+from netmgr.daemon.service import NetmgrService
+from netmgr.engine import Config, Engine, open_engine
+from netmgr.ipam import DEFAULT_POOLS, parse_default_pool
+from netmgr.proto.gen import netmgr_v1_netmgr_pb2_grpc as pb_grpc
+
+log = logging.getLogger("netmgr.daemon")
+DEFAULT_SOCKET = "/run/netmgr/netmgr.sock"
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The daemon's flags (shared by ``netmgrd`` and ``netmgr daemon``)."""
+    p = parser or argparse.ArgumentParser(prog="netmgrd", description="netmgr daemon")
+    p.add_argument("--state-dir", default="/var/lib/netmgr", help="store and container state")
+    p.add_argument("--run-dir", default="/run/netmgr", help="sandboxes (netns bind mounts), lock, socket")
+    p.add_argument("--socket", default="", help="unix socket path (default RUN_DIR/netmgr.sock)")
+    p.add_argument("--cluster-store", default="", help="etcd://HOST:PORT[,HOST:PORT] for global-scope networks")
+    p.add_argument("--advertise-addr", default="", help="this host's underlay address (overlay)")
+    p.add_argument("--plugin-dir", default="/run/netmgr/plugins", help="remote driver plugin sockets and specs")
+    p.add_argument("--default-address-pool", action="append", default=[], metavar="base=CIDR,size=N",
+                   help="replace the default address pools (repeatable)")
+    p.add_argument("--nft-table", default="netmgr", help="name of netmgr's nftables table (inet family)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    """The engine configuration from parsed flags."""
+    pools = tuple(parse_default_pool(p) for p in args.default_address_pool) or DEFAULT_POOLS
+    return Config(state_dir=args.state_dir, run_dir=args.run_dir, nft_table=args.nft_table, default_pools=pools,
+                  cluster_store=args.cluster_store, advertise_addr=args.advertise_addr, plugin_dir=args.plugin_dir)
+
+
+def take_lock(run_dir: str) -> int:
+    """Hold ``RUN_DIR/netmgrd.lock`` for the daemon's life; refuse if another daemon has it."""
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(run_dir, "netmgrd.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode().strip() or "?"
+        os.close(fd)
+        raise errors.Conflict(f"another netmgrd (pid {other}) is already running on {run_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+class ExitWatcher:
+    """Notices container exits through pidfds on their shims."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, service: NetmgrService) -> None:
+        self.loop = loop
+        self.service = service
+        self.fds: dict[str, int] = {}
+
+    def watch(self, container_id: str, shim_pid: int) -> None:
+        """Start watching (called from the worker thread or the loop)."""
+        self.loop.call_soon_threadsafe(self._add, container_id, shim_pid)
+
+    def _add(self, container_id: str, shim_pid: int) -> None:
+        if container_id in self.fds or shim_pid <= 0:
+            return
+        try:
+            fd = os.pidfd_open(shim_pid)
+        except ProcessLookupError:
+            self.loop.create_task(self._exited(container_id))
+            return
+        self.fds[container_id] = fd
+        self.loop.add_reader(fd, lambda: self.loop.create_task(self._exited(container_id)))
+
+    async def _exited(self, container_id: str) -> None:
+        fd = self.fds.pop(container_id, None)
+        if fd is not None:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        svc = self.service
+        loop = asyncio.get_running_loop()
+        try:
+            ctr = await loop.run_in_executor(svc.worker, svc.ctrs.get, container_id)
+        except errors.NotFound:
+            return
+        svc.events.publish("container", "die", ctr.id, name=ctr.name, exitCode=str(ctr.state.exit_code))
+        if ctr.config.auto_remove and ctr.state.status != "running":
+            with contextlib.suppress(errors.NetmgrError):
+                await loop.run_in_executor(svc.worker, svc.ctrs.remove, ctr.id, True)
+                svc.events.publish("container", "destroy", ctr.id, name=ctr.name)
+
+    def close(self) -> None:
+        """Stop watching everything."""
+        for fd in self.fds.values():
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self.fds.clear()
+
+
+async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = None) -> None:
+    """Serve the API until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    service = NetmgrService(engine)
+    watcher = ExitWatcher(loop, service)
+    service.on_container_started = watcher.watch
+    for ctr in engine.containers.list(all_=False):
+        watcher.watch(ctr.id, ctr.state.shim_pid)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_NetmgrServicer_to_server(service, server)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    old_umask = os.umask(0o177)  # the socket is created 0600: root only
+    try:
+        server.add_insecure_port(f"unix:{socket_path}")
+        await server.start()
+    finally:
+        os.umask(old_umask)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("netmgrd listening on %s", socket_path)
+    if ready:
+        ready.set()
+    await stop.wait()
+    log.info("netmgrd stopping")
+    await server.stop(grace=1)
+    watcher.close()
+    service.worker.shutdown(wait=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    """Entry point body shared by ``netmgrd`` and ``netmgr daemon``; the daemon's error boundary."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from(args)
+        lock_fd = take_lock(cfg.run_dir)
+        engine = open_engine(cfg)
+    except errors.NetmgrError as exc:
+        print(f"netmgrd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        asyncio.run(serve(engine, args.socket or os.path.join(cfg.run_dir, "netmgr.sock")))
+    finally:
+        engine.close()
+        os.close(lock_fd)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``netmgrd``."""
+    return run_daemon(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Wiring: build a working controller from a configuration.
+
+Both the daemon and in-process tests use :func:`open_engine`, so there is
+one place that decides which store, drivers and IPAM a netmgr instance has.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from netmgr.containers import Containers
+from netmgr.controller import Controller
+from netmgr.drivers import make_drivers
+from netmgr.drivers.base import HostEnv
+from netmgr.ipam import DEFAULT_POOLS, IPAM
+from netmgr.runtime.netlink import AF_INET, AF_INET6, Netlink
+from netmgr.runtime.nft import Nft
+from netmgr.store import SQLiteStore
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where a netmgr instance keeps its state and what it is allowed to use."""
+
+    state_dir: str = "/var/lib/netmgr"
+    run_dir: str = "/run/netmgr"
+    nft_table: str = "netmgr"
+    default_pools: tuple[tuple[str, int], ...] = DEFAULT_POOLS
+    cluster_store: str = ""
+    advertise_addr: str = ""
+    plugin_dir: str = "/run/netmgr/plugins"
+    extra: dict = field(default_factory=dict)
+
+
+class Engine:
+    """A controller with its store, drivers and containers, ready to serve."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+        os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
+        self.store = SQLiteStore(os.path.join(cfg.state_dir, "netmgr.db"))
+        self.host_nl = Netlink()
+        self.nft = Nft()
+        env = HostEnv(nl=self.host_nl, nft=self.nft, table=cfg.nft_table)
+        self.drivers = make_drivers(env)
+        bridges = lambda: {n.driver_data.get("bridge") for n in self.ctl.networks.values()}  # noqa: E731
+        self.ipam = IPAM(cfg.default_pools, host_routes=lambda: self._host_routes(bridges()))
+        self.ctl = Controller(self.store, self.drivers, self.ipam, cfg.run_dir)
+        self.containers = Containers(self.ctl, cfg.state_dir)
+
+    def _host_routes(self, own_bridges: set) -> list[str]:
+        """Routes of the host, except the default ones and those on netmgr's bridges."""
+        own = {link.index for link in self.host_nl.links() if link.name in own_bridges}
+        out = []
+        for family in (AF_INET, AF_INET6):
+            for route in self.host_nl.routes(family):
+                if route.dst.endswith("/0") or route.oif in own or route.dst.startswith("fe80:"):
+                    continue
+                out.append(route.dst)
+        return out
+
+    def start(self) -> None:
+        """Load the store, reconcile drivers with the kernel, create predefined networks."""
+        self.ctl.load()
+        self.ctl.restore_drivers()
+        self.ctl.ensure_predefined()
+        self.containers.load()
+
+    def close(self) -> None:
+        """Release sockets and the store (kernel objects and containers stay)."""
+        self.ctl.close()
+        self.nft.close()
+        self.host_nl.close()
+        self.store.close()
+
+
+def open_engine(cfg: Config) -> Engine:
+    """Build and start an engine."""
+    engine = Engine(cfg)
+    try:
+        engine.start()
+    except BaseException:
+        engine.close()
+        raise
+    return engine
