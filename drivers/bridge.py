@@ -124,7 +124,7 @@ class BridgeDriver(PassiveDriver):
     def _ensure_forwarding(self) -> None:
         # Docker turns IPv4 forwarding on at start; we do it when the first bridge is made.
         if not self._forwarding_on:
-            netns.sysctl_write(None, "net.ipv4.ip_forward", "1")
+            netns.sysctl_write(self.env.netns_path, "net.ipv4.ip_forward", "1")
             self._forwarding_on = True
 
     def delete_network(self, net: NetworkInfo) -> None:

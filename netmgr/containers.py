@@ -57,8 +57,9 @@ class RunRequest:
 class Containers:
     """Container lifecycle on top of the :class:`Controller`."""
 
-    def __init__(self, ctl: Controller, state_dir: str) -> None:
+    def __init__(self, ctl: Controller, state_dir: str, host_netns: str | None = None) -> None:
         self.ctl = ctl
+        self.host_netns = host_netns  # where host-network containers run (None: the daemon's own)
         self.dir = os.path.join(state_dir, "containers")
         self.items: dict[str, Container] = {}
 
@@ -176,7 +177,7 @@ class Containers:
     def _spec(self, ctr: Container, files: dict[str, str]) -> rt.ContainerSpec:
         cfg = ctr.config
         return rt.ContainerSpec(
-            id=ctr.id, argv=tuple(cfg.argv), state_dir=self.state_dir(ctr), netns_path=ctr.sandbox_key or None,
+            id=ctr.id, argv=tuple(cfg.argv), state_dir=self.state_dir(ctr), netns_path=ctr.sandbox_key or self.host_netns,
             hostname=cfg.hostname, hosts_file=files["hosts"], resolv_file=files["resolv"],
             hostname_file=files["hostname"], env=tuple(cfg.env), workdir=cfg.workdir or "/",
             rootfs=cfg.rootfs or None, volumes=tuple(cfg.volumes), memory=cfg.memory or None,

@@ -14,6 +14,7 @@ from netmgr.controller import Controller
 from netmgr.drivers import make_drivers
 from netmgr.drivers.base import HostEnv
 from netmgr.ipam import DEFAULT_POOLS, IPAM
+from netmgr.runtime import netns
 from netmgr.runtime.netlink import AF_INET, AF_INET6, Netlink
 from netmgr.runtime.nft import Nft
 from netmgr.store import SQLiteStore
@@ -30,6 +31,8 @@ class Config:
     cluster_store: str = ""
     advertise_addr: str = ""
     plugin_dir: str = "/run/netmgr/plugins"
+    #: the namespace that plays "the host" (None: the process's own); tests pass a fake host's
+    host_netns: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -41,14 +44,15 @@ class Engine:
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         os.makedirs(cfg.run_dir, mode=0o700, exist_ok=True)
         self.store = SQLiteStore(os.path.join(cfg.state_dir, "netmgr.db"))
-        self.host_nl = Netlink()
-        self.nft = Nft()
-        env = HostEnv(nl=self.host_nl, nft=self.nft, table=cfg.nft_table)
+        self._host_handle = netns.open_handle(cfg.host_netns) if cfg.host_netns else None
+        self.host_nl = self._host_handle.nl if self._host_handle else Netlink()
+        self.nft = Nft(cfg.host_netns)
+        env = HostEnv(nl=self.host_nl, nft=self.nft, table=cfg.nft_table, netns_path=cfg.host_netns)
         self.drivers = make_drivers(env)
         bridges = lambda: {n.driver_data.get("bridge") for n in self.ctl.networks.values()}  # noqa: E731
         self.ipam = IPAM(cfg.default_pools, host_routes=lambda: self._host_routes(bridges()))
         self.ctl = Controller(self.store, self.drivers, self.ipam, cfg.run_dir)
-        self.containers = Containers(self.ctl, cfg.state_dir)
+        self.containers = Containers(self.ctl, cfg.state_dir, cfg.host_netns)
 
     def _host_routes(self, own_bridges: set) -> list[str]:
         """Routes of the host, except the default ones and those on netmgr's bridges."""
@@ -72,7 +76,10 @@ class Engine:
         """Release sockets and the store (kernel objects and containers stay)."""
         self.ctl.close()
         self.nft.close()
-        self.host_nl.close()
+        if self._host_handle:
+            self._host_handle.close()
+        else:
+            self.host_nl.close()
         self.store.close()
 
 

@@ -1,0 +1,83 @@
+"""Fixtures for the real-kernel tests: fake host namespaces, in-process engines, simulated hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from netmgr.engine import Config, open_engine
+from netmgr.labhost import SimHost, kill_shims_under, remove_cgroups_of
+from netmgr.runtime import netns
+from tests.conftest import unique
+
+
+@pytest.fixture
+def host_ns():
+    """A fresh namespace playing the host (loopback up); removed afterwards."""
+    base = tempfile.mkdtemp(prefix="nmt-")
+    path = os.path.join(base, unique())
+    handle = netns.create(path)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        netns.remove(path)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def engine(host_ns):
+    """An in-process engine whose host is ``host_ns`` (state and run dirs in a tmp dir)."""
+    base = tempfile.mkdtemp(prefix="nmt-eng-")
+    cfg = Config(state_dir=os.path.join(base, "state"), run_dir=os.path.join(base, "run"),
+                 nft_table="netmgr", host_netns=host_ns.path)
+    eng = open_engine(cfg)
+    try:
+        yield eng
+    finally:
+        for ctr in list(eng.containers.items.values()):
+            try:
+                eng.containers.remove(ctr.id, force=True)
+            except Exception:
+                pass
+        eng.close()
+        kill_shims_under(cfg.state_dir)
+        remove_cgroups_of(cfg.state_dir)
+        for name in os.listdir(os.path.join(cfg.run_dir, "netns")):
+            netns.remove(os.path.join(cfg.run_dir, "netns", name))
+        subprocess.run(["umount", "-l", os.path.join(cfg.run_dir, "netns")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sim_host():
+    """A simulated host with its own netmgrd, shared by a test module."""
+    base = tempfile.mkdtemp(prefix="nmt-sim-")
+    host = SimHost(unique(), base)
+    host.up()
+    try:
+        yield host
+    finally:
+        host.down()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def ip_json(netns_path: str | None, *args: str):
+    """``ip -j ARGS`` in a namespace: the independent view of kernel state."""
+    cmd = (["nsenter", f"--net={netns_path}"] if netns_path else []) + ["ip", "-j", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out or "[]")
+
+
+def nft_json(netns_path: str | None, *args: str):
+    """``nft -j ARGS`` in a namespace."""
+    cmd = (["nsenter", f"--net={netns_path}"] if netns_path else []) + ["nft", "-j", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout or "{}")
