@@ -43,7 +43,7 @@ def build_parser() -> Parser:
     network_cmds.register(sub)
     container_cmds.register(sub)
     d = sub.add_parser("daemon", help="run the daemon in the foreground (same as netmgrd)")
-    from netmgr.daemon.main import build_parser as daemon_flags
+    from netmgr.daemon.flags import build_parser as daemon_flags
 
     daemon_flags(d)
     d.set_defaults(func=_daemon)
