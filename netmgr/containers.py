@@ -182,6 +182,7 @@ class Containers:
             hostname_file=files["hostname"], env=tuple(cfg.env), workdir=cfg.workdir or "/",
             rootfs=cfg.rootfs or None, volumes=tuple(cfg.volumes), memory=cfg.memory or None,
             cpus=cfg.cpus or None, pids_limit=cfg.pids_limit or None,
+            hide_mounts=(self.ctl.ns_dir,),
         )
 
     def _files(self, ctr: Container) -> dict[str, str]:

@@ -103,6 +103,9 @@ class ContainerSpec:
     pids_limit: int | None = None
     cgroup_parent: str = "netmgr"
     cgroup_root: str | None = None   # None: $NETMGR_CGROUP_ROOT or /sys/fs/cgroup
+    #: mount points to detach inside the container (the daemon's sandbox netns dir, so a
+    #: container's mount namespace never keeps other sandboxes' namespaces alive)
+    hide_mounts: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict) -> ContainerSpec:
@@ -111,6 +114,7 @@ class ContainerSpec:
         data["argv"] = tuple(data["argv"])
         data["env"] = tuple(tuple(kv) for kv in data.get("env", ()))
         data["volumes"] = tuple((s, d, bool(ro)) for s, d, ro in data.get("volumes", ()))
+        data["hide_mounts"] = tuple(data.get("hide_mounts", ()))
         return cls(**data)
 
 
@@ -218,6 +222,7 @@ def _write_state(spec: ContainerSpec, cg: cgroups.Cgroup) -> str:
         "workdir": spec.workdir, "rootfs": spec.rootfs,
         "volumes": [[s, os.path.normpath(d), bool(ro)] for s, d, ro in spec.volumes],
         "cgroup_procs": list(cg.procs_files()),
+        "hide_mounts": list(spec.hide_mounts),
     }
     path = _path(spec.state_dir, "shim.spec")
     tmp = path + ".tmp"

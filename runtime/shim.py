@@ -230,6 +230,13 @@ def _enter_namespaces(spec):
     unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS)
     # Without this, mounts below would propagate to the host's shared mounts.
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Our copy of the sandbox netns bind mounts would keep every other sandbox's
+    # namespace (and its devices) alive until this container exits.
+    for path in spec.get("hide_mounts", ()):
+        try:
+            umount2(path, MNT_DETACH)
+        except OSError:
+            pass
     sethostname(spec["hostname"])
 
 

@@ -172,7 +172,7 @@ def _json_into(value: Any, out: list[str], indent: str | None, cur: str) -> None
         out.append(re.sub(r"e-0(\d)$", r"e-\1", text))
     elif isinstance(value, (list, tuple, Mapping)):
         is_map = isinstance(value, Mapping)
-        items = list(value.items()) if is_map else list(enumerate(value))
+        items = list(value.items()) if isinstance(value, Mapping) else list(enumerate(value))
         out.append("{" if is_map else "[")
         inner = cur + (indent or "")
         for i, (key, item) in enumerate(items):
@@ -942,6 +942,7 @@ class _Exec:
                     del self.vars[mark:]
 
     def if_with(self, dot: Any, node: _Branch) -> None:
+        assert node.pipe is not None
         value = self.pipeline(dot, node.pipe)
         if is_true(value):
             self.walk(value if node.kind == "with" else dot, node.body)

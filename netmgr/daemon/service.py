@@ -117,9 +117,9 @@ class NetmgrService(pb_grpc.NetmgrServicer):
             return docs, failures
         docs, failures = await self.run(context, op)
         if failures:
-            context.set_trailing_metadata((("netmgr-partial-json", json.dumps(docs)),
-                                           ("netmgr-failures", json.dumps([[f.kind, f.message] for f in failures]))))
             first = failures[0]
+            context.set_trailing_metadata(((KIND_KEY, first.kind), ("netmgr-partial-json", json.dumps(docs)),
+                                           ("netmgr-failures", json.dumps([[f.kind, f.message] for f in failures]))))
             await context.abort(grpc.StatusCode(_status(errors.error_from_code(first.kind, "").grpc_code)),
                                 first.message)
         return pb.Documents(json=docs)

@@ -127,3 +127,11 @@ def test_restart_reloads_state(engine, host_ns):
     finally:
         # hand the reopened engine back to the fixture's teardown
         engine.__dict__.update(again.__dict__)
+
+
+def test_container_mounts_hold_no_sandbox(engine):
+    """A container's mount namespace must not keep other sandboxes' namespaces alive."""
+    a = _run(engine, "nmt-ha", "bridge")
+    _run(engine, "nmt-hb", "bridge")
+    with open(f"/proc/{a.state.pid}/mountinfo") as f:
+        assert engine.ctl.ns_dir not in f.read()
