@@ -127,8 +127,11 @@ class NetworkDriver(Protocol):
     def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo, ports: tuple) -> None:
         """Undo program_external_connectivity; already gone is success."""
 
-    def restore(self, nets: list[NetworkInfo]) -> None:
-        """After a daemon restart: re-create host-side state of these networks."""
+    def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
+        """After a daemon restart: re-create host-side state of these networks, drop orphans."""
+
+    def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
+        """After a restart: repair an endpoint's host side; False when it must be re-joined."""
 
 
 class PassiveDriver:
@@ -170,5 +173,9 @@ class PassiveDriver:
     def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo, ports: tuple) -> None:
         """No NAT."""
 
-    def restore(self, nets: list[NetworkInfo]) -> None:
+    def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
         """Nothing to restore."""
+
+    def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
+        """Nothing on the host side."""
+        return True

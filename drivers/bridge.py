@@ -97,20 +97,28 @@ class BridgeDriver(PassiveDriver):
 
     def create_network(self, net: NetworkInfo) -> dict[str, Any]:
         """Bridge, gateway addresses, up, firewall elements; rolls its own steps back on failure."""
+        index = self._make_bridge(net)
+        try:
+            self.fw.add_network(self._fw_network(net))
+        except BaseException:
+            self.env.nl.del_link(index=index)
+            self._index.pop(bridge_name(net), None)
+            raise
+        return {"bridge": bridge_name(net)}
+
+    def _make_bridge(self, net: NetworkInfo) -> int:
         name = bridge_name(net)
-        nl = self.env.nl
         mtu = int(net.options.get(OPT_MTU) or 0) or None
         self._ensure_forwarding()
         with mapped(f"create bridge {name}"):
-            index = nl.add_bridge(name, mtu=mtu)
+            index = self.env.nl.add_bridge(name, mtu=mtu)
         try:
             self._configure_bridge(index, net)
-            self.fw.add_network(self._fw_network(net))
         except BaseException:
-            nl.del_link(index=index)
+            self.env.nl.del_link(index=index)
             raise
         self._index[name] = index
-        return {"bridge": name}
+        return index
 
     def _configure_bridge(self, index: int, net: NetworkInfo) -> None:
         for subnet, gateway in net.pools:
@@ -135,18 +143,41 @@ class BridgeDriver(PassiveDriver):
         with mapped(f"delete bridge {name}"):
             self.env.nl.del_link(name=name)
 
-    def restore(self, nets: list[NetworkInfo]) -> None:
-        """Rebuild the firewall table and re-create missing bridges."""
+    def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
+        """After a restart: the firewall table in one batch, any missing bridge, no orphan veth."""
+        self.fw.rebuild([self._fw_network(n) for n in nets])
         for net in nets:
             name = bridge_name(net)
             index = self.env.nl.link_index(name)
             if index is None:
-                self.create_network(net)
-                continue
-            self._index[name] = index
-        self.fw.rebuild([self._fw_network(n) for n in nets])
+                self._make_bridge(net)
+            else:
+                self._index[name] = index
         if nets:
             self._ensure_forwarding()
+        self._remove_orphan_veths(endpoints)
+
+    def _remove_orphan_veths(self, endpoints: list[EndpointInfo]) -> None:
+        # a crash between "veth created" and "endpoint stored" leaves a veth nobody owns
+        ours = set(self._index.values())
+        known = {ep.driver_data.get("veth") or veth_name(ep) for ep in endpoints}
+        for link in self.env.nl.links():
+            if link.kind == "veth" and link.master in ours and link.name not in known:
+                self.env.nl.del_link(index=link.index)
+
+    def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
+        """Re-enslave an endpoint's host side to its bridge; False when the veth is gone."""
+        host_if = ep.driver_data.get("veth") or veth_name(ep)
+        index = self.env.nl.link_index(host_if)
+        if index is None:
+            return False
+        with mapped(f"restore endpoint {ep.id[:12]}"):
+            self.env.nl.set_link(index, master=self._bridge_index(net), up=True)
+        return True
+
+    def firewall_missing(self) -> bool:
+        """True when netmgr's table is gone (``nft flush ruleset``)."""
+        return not self.fw.exists()
 
     def _bridge_index(self, net: NetworkInfo) -> int:
         name = bridge_name(net)

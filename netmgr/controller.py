@@ -113,11 +113,16 @@ class Controller:
 
     def restore_drivers(self) -> None:
         """Let each driver re-create its host-side state for the stored networks."""
-        by_driver: dict[str, list[NetworkInfo]] = {}
+        nets: dict[str, list[NetworkInfo]] = {}
+        eps: dict[str, list[EndpointInfo]] = {}
         for net in self.networks.values():
-            by_driver.setdefault(net.driver, []).append(driver_view(net))
+            nets.setdefault(net.driver, []).append(driver_view(net))
+        for ep in self.endpoints.values():
+            net = self.networks.get(ep.network_id)
+            if net is not None:
+                eps.setdefault(net.driver, []).append(endpoint_view(ep))
         for name, driver in self.drivers.items():
-            driver.restore(by_driver.get(name, []))
+            driver.restore(nets.get(name, []), eps.get(name, []))
 
     def ensure_predefined(self) -> None:
         """Create ``bridge``, ``host`` and ``none`` if they are missing (first start)."""

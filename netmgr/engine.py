@@ -14,6 +14,7 @@ from netmgr.controller import Controller
 from netmgr.drivers import make_drivers
 from netmgr.drivers.base import HostEnv
 from netmgr.ipam import DEFAULT_POOLS, IPAM
+from netmgr.reconcile import reconcile
 from netmgr.runtime import netns
 from netmgr.runtime.netlink import AF_INET, AF_INET6, Netlink
 from netmgr.runtime.nft import Nft
@@ -71,6 +72,7 @@ class Engine:
         self.ctl.restore_drivers()
         self.ctl.ensure_predefined()
         self.containers.load()
+        reconcile(self.ctl, list(self.containers.items.values()))
 
     def close(self) -> None:
         """Release sockets and the store (kernel objects and containers stay)."""

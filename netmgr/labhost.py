@@ -67,6 +67,8 @@ class SimHost:
 
     def start_daemon(self, timeout: float = 15.0) -> None:
         """Start (or restart) netmgrd inside the namespace."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)  # a killed daemon leaves its socket: wait for the new one
         log = open(os.path.join(self.dir, "netmgrd.log"), "ab")
         cmd = ["nsenter", f"--net={self.netns_path}", sys.executable, "-m", "netmgr.daemon.main",
                "--state-dir", self.state_dir, "--run-dir", self.run_dir, "--nft-table", "netmgr",

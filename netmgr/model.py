@@ -135,9 +135,17 @@ class Container:
     state: ContainerState = field(default_factory=ContainerState)
 
 
+def _listify(value):
+    if isinstance(value, (list, tuple)):
+        return [_listify(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _listify(v) for k, v in value.items()}
+    return value
+
+
 def to_dict(record) -> dict:
     """A JSON-serialisable dict of a record (tuples become lists)."""
-    return dataclasses.asdict(record)
+    return _listify(dataclasses.asdict(record))
 
 
 def _build(cls, data):
@@ -165,7 +173,7 @@ def _convert(type_name, value):
     text = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
     if text in _NESTED:
         return _build(_NESTED[text], value)
-    if text.startswith("tuple[") and isinstance(value, list):
+    if text.startswith("tuple[") and isinstance(value, (list, tuple)):
         inner = text[len("tuple["):-1].split(",")[0].strip()
         if inner in _NESTED:
             return tuple(_build(_NESTED[inner], v) for v in value)

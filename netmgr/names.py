@@ -59,5 +59,7 @@ def lookup(ref: str, items: Iterable[T], name_of: Callable[[T], str], id_of: Cal
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
+            if kind == "container":  # the daemon's wording for containers differs
+                raise errors.Conflict(f"Multiple IDs found with provided prefix: {ref}")
             raise errors.Conflict(f"{kind} {ref} is ambiguous ({len(matches)} matches found based on ID prefix)")
     raise not_found(ref)

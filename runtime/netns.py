@@ -32,7 +32,7 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
-__all__ = ["NetnsHandle", "create", "open_handle", "remove", "ensure_ns_dir", "run_in", "sysctl_write"]
+__all__ = ["NetnsHandle", "attach", "create", "open_handle", "remove", "ensure_ns_dir", "run_in", "sysctl_write"]
 
 
 def _check(ret: int, what: str) -> None:
@@ -130,6 +130,20 @@ def create(path: str) -> NetnsHandle:
         remove(path)
         raise
     return handle
+
+
+def attach(path: str, pid: int) -> NetnsHandle:
+    """Bind the namespace of process ``pid`` at ``path`` again (its bind mount was lost)."""
+    proc = f"/proc/{pid}/ns/net"
+    with mapped(f"attach network namespace of pid {pid}"):
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        os.close(fd)
+        try:
+            _check(_libc.mount(proc.encode(), path.encode(), b"none", MS_BIND, None), "bind")
+        except BaseException:
+            os.unlink(path)
+            raise
+    return open_handle(path)
 
 
 def open_handle(path: str) -> NetnsHandle:

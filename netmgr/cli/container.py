@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -12,21 +13,21 @@ from netmgr.cli import rows
 from netmgr.cli.output import print_inspect, print_list
 from netmgr.proto.gen import netmgr_v1_netmgr_pb2 as pb
 
-_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+# go-units sizeRegex: digits, an optional space, an optional unit, an optional "i", an optional "b"
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", re.ASCII)
 
 
 def parse_bytes(text: str) -> int:
     """``512m``, ``1g``, ``1048576`` → bytes (Docker's RAMInBytes)."""
-    t = text.strip().lower().rstrip("b") if text.lower().endswith(("kb", "mb", "gb")) else text.strip().lower()
-    unit = _UNITS.get(t[-1:], None) if t and not t[-1].isdigit() else 1
-    number = t[:-1] if unit != 1 or (t and not t[-1].isdigit()) else t
+    match = _SIZE_RE.fullmatch(text)
     try:
-        value = float(number)
-    except ValueError:
-        raise errors.InvalidConfig(f"invalid size: '{text}'") from None
-    if unit is None:
+        value = float(match.group(1)) if match else None
+    except ValueError:  # "1.2.3" passes the regex, as in Go, and fails here
+        value = None
+    if value is None:
         raise errors.InvalidConfig(f"invalid size: '{text}'")
-    return int(value * unit)
+    return int(value * _UNITS[(match.group(2) or "").lower()])
 
 
 def parse_publish(spec: str) -> list[pb.PortMapping]:

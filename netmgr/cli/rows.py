@@ -9,7 +9,6 @@ as in Docker's ``{{json .}}`` of a row.
 from __future__ import annotations
 
 import datetime as dt
-import shlex
 
 NETWORK_COLUMNS = [("NETWORK ID", "{{.ID}}"), ("NAME", "{{.Name}}"), ("DRIVER", "{{.Driver}}"), ("SCOPE", "{{.Scope}}")]
 NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
@@ -32,6 +31,7 @@ def parse_time(text: str) -> dt.datetime:
 def go_time(text: str) -> str:
     """``2026-11-28 06:24:54.094667103 +0000 UTC``, as Go prints a time.Time."""
     base, _, frac = text.rstrip("Z").partition(".")
+    frac = frac.rstrip("0")  # Go's layout .999999999 drops trailing zeros
     return f"{base.replace('T', ' ')}.{frac} +0000 UTC" if frac else f"{base.replace('T', ' ')} +0000 UTC"
 
 
@@ -49,7 +49,7 @@ def human_duration(seconds: float) -> str:
         return "About a minute"
     if minutes < 60:
         return f"{minutes} minutes"
-    hours = round(s / 3600)
+    hours = int(seconds / 3600 + 0.5)  # Go: int(d.Hours() + 0.5), not banker's rounding
     if hours == 1:
         return "About an hour"
     if hours < 48:
@@ -60,7 +60,7 @@ def human_duration(seconds: float) -> str:
         return f"{hours // 24 // 7} weeks"
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
+    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def _ago(text: str, now: dt.datetime) -> float:
@@ -103,7 +103,9 @@ def status_text(doc: dict, now: dt.datetime) -> str:
 def container_row(doc: dict, no_trunc: bool = False, now: dt.datetime | None = None) -> dict:
     """One ``ps`` row."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    cmd = " ".join(shlex.quote(a) for a in doc["Config"]["Cmd"])
+    argv = doc["Config"]["Cmd"]
+    # the daemon's rule (container/view.go): only arguments with a space get single quotes
+    cmd = " ".join(list(argv[:1]) + [f"'{a}'" if " " in a else a for a in argv[1:]])
     if not no_trunc and len(cmd) > 20:
         cmd = cmd[:19] + "…"
     rootfs = doc["Config"].get("Rootfs") or ""

@@ -6,6 +6,7 @@ case-sensitive substring match; an unknown key is ``Invalid filter 'KEY'``.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import defaultdict
 from typing import Callable, Iterable, TypeVar
@@ -32,6 +33,33 @@ def _label_match(labels: dict[str, str], want: str) -> bool:
     return key in labels and (not eq or labels[key] == value)
 
 
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _parse_time(text: str) -> dt.datetime:
+    """An RFC3339 time as netmgr stores it (nanoseconds cut to microseconds)."""
+    base, _, frac = text.rstrip("Z").partition(".")
+    return dt.datetime.fromisoformat(base + ("." + (frac + "000000")[:6] if frac else "")).replace(
+        tzinfo=dt.timezone.utc)
+
+
+def _until(value: str) -> dt.datetime:
+    """``until=``: a Go duration before now (``24h``, ``1h30m``), a Unix time or an RFC3339 date/time."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if value != "0" and re.fullmatch(f"(?:{_GO_DURATION.pattern})+", value):
+        return now - dt.timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_DURATION.findall(value)))
+    try:
+        return dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
+    except ValueError:
+        pass
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise errors.InvalidConfig(f"invalid filter 'until={value}'") from None
+    return stamp if stamp.tzinfo else stamp.astimezone()  # no zone: local time, as Docker
+
+
 def networks(nets: list, raw, ctl, prune: bool = False) -> list:
     """The networks that pass every filter group."""
     groups = _group(raw, PRUNE_KEYS if prune else NETWORK_KEYS)
@@ -44,7 +72,7 @@ def networks(nets: list, raw, ctl, prune: bool = False) -> list:
         "scope": lambda n, v: n.scope == v,
         "type": lambda n, v: (v == "builtin") == n.predefined,
         "dangling": lambda n, v: (v in ("true", "1")) == (not n.predefined and not ctl.network_endpoints(n.id)),
-        "until": lambda n, v: n.created < v,
+        "until": lambda n, v: _parse_time(n.created) < _until(v),
     }
     if "type" in groups and any(v not in ("custom", "builtin") for v in groups["type"]):
         bad = next(v for v in groups["type"] if v not in ("custom", "builtin"))
@@ -88,6 +116,8 @@ def containers(ctrs: list, raw, ctl) -> list:
 def natural_sorted(items: Iterable[T], key: Callable[[T], str]) -> list[T]:
     """Case-sensitive natural order (``net2`` before ``net10``, ``Zed`` before ``alpha``)."""
     def natural(item):
-        # digits sort before letters, as in ASCII; ints and strings never meet in one comparison
-        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", key(item))]
+        # digits sort before letters; ints and strings never meet in one comparison
+        # equal numbers: fewer leading zeros first (fvbommel/sortorder, used by the docker CLI)
+        parts = re.split(r"(\d+)", key(item))
+        return [(0, int(part), len(part)) if part.isdigit() else (1, 0, part) for part in parts]
     return sorted(items, key=natural)

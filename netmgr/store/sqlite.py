@@ -99,10 +99,12 @@ class SQLiteStore:
                     events.append(self._apply(op, rev))
                 db.execute("UPDATE meta SET revision = ? WHERE id = 1", (rev,))
                 db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:  # also a value json cannot encode: never leave the txn open
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                raise errors.Unavailable(f"store write failed: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise errors.Unavailable(f"store write failed: {exc}") from exc
+                raise
             watches = list(self._watches)
         self._notify(watches, events)
         return True

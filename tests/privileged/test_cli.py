@@ -202,3 +202,19 @@ def test_prune_removes_only_unused(world):
     assert r.out.startswith("Deleted Networks:\n") and "nmt-unused\n" in r.out and "nmt-n1" not in r.out
     assert "bridge\n" not in r.out
     assert h.cli("network", "prune", "-f").out == ""
+
+
+def test_daemon_sigkill_and_restart_keeps_everything(world):
+    import signal
+
+    h = world
+    before = state(h)
+    h.stop_daemon(signal.SIGKILL)
+    assert h.cli("network", "ls").rc == 1
+    h.start_daemon()
+    assert state(h) == before
+    assert "nmt-c1" in h.cli("ps", "--format", "{{.Names}}").out
+    c2_ip = json.loads(h.cli("inspect", "nmt-c2").out)[0]["NetworkSettings"]["Networks"]["nmt-n2"]["IPAddress"]
+    assert h.cli("network", "connect", "nmt-n2", "nmt-c1").rc == 0
+    assert h.cli("exec", "nmt-c1", "busybox", "ping", "-c1", "-W2", c2_ip).rc == 0
+    assert h.cli("network", "disconnect", "nmt-n2", "nmt-c1").rc == 0

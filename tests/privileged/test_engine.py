@@ -6,6 +6,7 @@ netmgr's own netlink layer.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -135,3 +136,43 @@ def test_container_mounts_hold_no_sandbox(engine):
     _run(engine, "nmt-hb", "bridge")
     with open(f"/proc/{a.state.pid}/mountinfo") as f:
         assert engine.ctl.ns_dir not in f.read()
+
+
+def _restart(engine):
+    from netmgr.engine import open_engine
+
+    engine.close()
+    again = open_engine(engine.cfg)
+    engine.__dict__.update(again.__dict__)  # the fixture's teardown uses the new one
+    return engine
+
+
+def test_restart_repairs_the_kernel(engine, host_ns):
+    """Bridge deleted, ruleset flushed, an interface and a whole sandbox gone, an orphan veth: all repaired."""
+    engine.ctl.create_network(NetworkRequest("nmt-f", pools=(PoolConfig("10.56.0.0/24"),)))
+    a = _run(engine, "nmt-fa", "nmt-f")
+    b = _run(engine, "nmt-fb", "nmt-f")
+    engine.containers.connect("bridge", "nmt-fa", AttachRequest())
+    br = engine.ctl.network("nmt-f").driver_data["bridge"]
+    sh = lambda *cmd: subprocess.run(["nsenter", f"--net={host_ns.path}", *cmd], check=True)  # noqa: E731
+    sh("ip", "link", "del", br)
+    sh("nft", "flush", "ruleset")
+    subprocess.run(["nsenter", f"--net={a.sandbox_key}", "ip", "link", "del", "eth1"], check=True)
+    sh("ip", "link", "add", "vethdead001", "type", "veth", "peer", "name", "nmt-peer")
+    sh("ip", "link", "set", "vethdead001", "master", "netmgr0")
+    engine.ctl.remove_sandbox(b.sandbox_key)  # as after a reboot: the namespace is gone
+    _restart(engine)
+    links = {l["ifname"]: l for l in ip_json(host_ns.path, "link")}
+    assert br in links and "vethdead001" not in links
+    assert sum(1 for l in links.values() if l.get("master") == br) == 2
+    assert "netmgr0" in _set(host_ns.path, "bridges")
+    sb_a = {l["ifname"]: l for l in ip_json(a.sandbox_key, "addr")}
+    assert sb_a["eth1"]["addr_info"][0]["local"] == "172.17.0.2"
+    sb_b = {l["ifname"]: l for l in ip_json(b.sandbox_key, "addr")}
+    assert sb_b["eth0"]["addr_info"][0]["local"] == "10.56.0.3"
+    ping = subprocess.run(["nsenter", f"--net={a.sandbox_key}", "busybox", "ping", "-c1", "-W1", "10.56.0.3"],
+                          capture_output=True)
+    assert ping.returncode == 0
+    # b's process is still in the namespace the sandbox key names (bound again from its pid)
+    b_now = engine.containers.get("nmt-fb")
+    assert os.stat(f"/proc/{b_now.state.pid}/ns/net").st_ino == os.stat(b.sandbox_key).st_ino
