@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from netmgr import errors
 from netmgr.cli import rows
@@ -130,6 +131,10 @@ def register(sub) -> None:
     lg.add_argument("-f", "--follow", action="store_true")
     lg.add_argument("container")
     lg.set_defaults(func=logs)
+
+    ev = sub.add_parser("events", help="stream the daemon's events")
+    ev.add_argument("--format", default=None)
+    ev.set_defaults(func=events)
 
     pt = sub.add_parser("port", help="list a container's published ports")
     pt.add_argument("container")
@@ -260,4 +265,23 @@ def port(args, client) -> int:
     for key, bindings in ports.items():
         for b in bindings or []:
             print(f"{key} -> {b['HostIp']}:{b['HostPort']}")
+    return 0
+
+
+def events(args, client) -> int:
+    """Docker's event lines: ``TIME TYPE ACTION ID (k=v, ...)``, until Ctrl-C."""
+    from netmgr.cli.gotemplate import render
+
+    for ev in client().stream("Events", pb.EventsRequest()):
+        attrs = dict(sorted(ev.attributes.items()))
+        if args.format:
+            doc = {"Type": ev.type, "Action": ev.action, "ID": ev.id, "Actor": {"ID": ev.id, "Attributes": attrs},
+                   "TimeNano": ev.time_nano}
+            sys.stdout.write(render(args.format, doc) + "\n")
+        else:
+            secs, nanos = divmod(ev.time_nano, 1_000_000_000)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+            extra = ", ".join(f"{k}={v}" for k, v in attrs.items())
+            sys.stdout.write(f"{stamp} {ev.type} {ev.action} {ev.id} ({extra})\n")
+        sys.stdout.flush()
     return 0

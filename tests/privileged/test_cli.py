@@ -218,3 +218,19 @@ def test_daemon_sigkill_and_restart_keeps_everything(world):
     assert h.cli("network", "connect", "nmt-n2", "nmt-c1").rc == 0
     assert h.cli("exec", "nmt-c1", "busybox", "ping", "-c1", "-W2", c2_ip).rc == 0
     assert h.cli("network", "disconnect", "nmt-n2", "nmt-c1").rc == 0
+
+
+def test_events_stream(world):
+    h = world
+    proc = subprocess.Popen([os.sys.executable, "-m", "netmgr.cli.main", "-H", f"unix://{h.socket}", "events"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert h.cli("network", "create", "nmt-ev").rc == 0
+        assert h.cli("network", "rm", "nmt-ev").rc == 0
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert " network create " in lines[0] and "name=nmt-ev" in lines[0] and "type=bridge" in lines[0]
+    assert " network destroy " in lines[1]
