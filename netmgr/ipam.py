@@ -117,6 +117,9 @@ class IPAM:
             if ip_range not in subnet or ip_range.version != subnet.version:
                 raise errors.InvalidConfig(f"no matching subnet for range {cfg.ip_range}")
         gateway = self._gateway_for(cfg, subnet)
+        if gateway is not None and subnet.version == 4 and subnet.prefixlen < 31 \
+                and gateway in (subnet.network, subnet.broadcast):
+            raise errors.AlreadyExists(f"failed to allocate gateway ({gateway}): Address already in use")
         for text in cfg.aux.values():
             try:
                 inside = _parse_ip(text, "auxiliary") in subnet

@@ -8,7 +8,8 @@ from typing import Callable, Iterable, TypeVar
 
 from netmgr import errors
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# used with fullmatch: "^...$" with match() would accept a final newline
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 T = TypeVar("T")
 
 _ADJECTIVES = ("brave", "calm", "eager", "fervent", "gifted", "happy", "jolly", "keen", "lucid",
@@ -19,7 +20,7 @@ _SCIENTISTS = ("allen", "babbage", "cerf", "dijkstra", "engelbart", "hopper", "k
 
 def check_container_name(name: str) -> None:
     """Docker's container name rule."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise errors.InvalidConfig(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
@@ -28,7 +29,7 @@ def check_network_name(name: str) -> None:
     """Network names follow the same rule (no spaces, no slashes), with netmgr's wording."""
     if not name:
         raise errors.InvalidConfig("network name must not be empty")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise errors.InvalidConfig(
             f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 

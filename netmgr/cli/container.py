@@ -50,12 +50,11 @@ def parse_publish(spec: str) -> list[pb.PortMapping]:
 
 
 def _port_range(text: str, spec: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    try:
-        first, last = int(lo), int(hi or lo)
-    except ValueError:
-        raise errors.InvalidConfig(f"invalid port specification: \"{spec}\"") from None
-    if not (0 <= first <= last <= 65535) or (first == 0 and text):
+    match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", text)  # not int(): it takes " 80", "+80", "8_0"
+    if not match:
+        raise errors.InvalidConfig(f"invalid port specification: \"{spec}\"")
+    first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+    if not (0 < first <= last <= 65535):
         raise errors.InvalidConfig(f"invalid port specification: \"{spec}\"")
     return list(range(first, last + 1))
 

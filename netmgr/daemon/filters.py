@@ -39,6 +39,8 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 6
 
 def _parse_time(text: str) -> dt.datetime:
     """An RFC3339 time as netmgr stores it (nanoseconds cut to microseconds)."""
+    if not text:
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
     base, _, frac = text.rstrip("Z").partition(".")
     return dt.datetime.fromisoformat(base + ("." + (frac + "000000")[:6] if frac else "")).replace(
         tzinfo=dt.timezone.utc)
@@ -51,7 +53,7 @@ def _until(value: str) -> dt.datetime:
         return now - dt.timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_DURATION.findall(value)))
     try:
         return dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         pass
     try:
         stamp = dt.datetime.fromisoformat(value)
@@ -94,6 +96,11 @@ def containers(ctrs: list, raw, ctl) -> list:
     for value in groups.get("status", []):
         if value not in STATUSES:
             raise errors.InvalidConfig(f"Invalid filter 'status={value}'")
+    for value in groups.get("name", []):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise errors.InvalidConfig(f"Invalid filter 'name={value}': {exc}") from None
 
     def on_network(c, v):
         for ep in ctl.container_endpoints(c.id):

@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import logging
 import threading
 from typing import Callable
 
 from netmgr import errors
 from netmgr.store.base import KV, Compare, Event, Op
+
+log = logging.getLogger("netmgr.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, mod_revision INTEGER NOT NULL);
@@ -142,7 +145,11 @@ class SQLiteStore:
 
     @staticmethod
     def _notify(watches, events: list[Event]) -> None:
+        # the write has committed: a failing watcher must not turn it into an error
         for event in events:
             for prefix, callback in watches:
                 if event.key.startswith(prefix):
-                    callback(event)
+                    try:
+                        callback(event)
+                    except Exception:
+                        log.exception("store watch callback for %r failed", prefix)

@@ -22,15 +22,35 @@ def _ipam_with(subnet: str, net_id: str = "n1", routes=(), **kw) -> IPAM:
 # -- parse_cidr --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["10.0.0.0/8", "10.1.2.0/24", "0.0.0.0/0", "10.0.0.0/32", "fd00::/64", "::/0",
-                                  "10.0.0.0/08"])
+@pytest.mark.parametrize(
+    "text",
+    ["10.0.0.0/8", "10.1.2.0/24", "0.0.0.0/0", "10.0.0.0/32", "fd00::/64", "::/0", "10.0.0.0/08"],
+)
 def test_parse_cidr_accepts_go_style(text):
     assert str(parse_cidr(text)).split("/")[1] == str(int(text.split("/")[1]))
 
 
-@pytest.mark.parametrize("text", ["10/8", "10.0.0.0/33", "foo", "10.0.0.0", "10.0.0/8", "010.0.0.0/8",
-                                  "10.0.0.0/", "/8", "10.0.0.0/-1", "10.0.0.0/+8", "fd00::/129",
-                                  "10.0.0.0/8/9", " 10.0.0.0/8", "10.0.0.0 /8", "1.2.3.4.5/8", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10/8",
+        "10.0.0.0/33",
+        "foo",
+        "10.0.0.0",
+        "10.0.0/8",
+        "010.0.0.0/8",
+        "10.0.0.0/",
+        "/8",
+        "10.0.0.0/-1",
+        "10.0.0.0/+8",
+        "fd00::/129",
+        "10.0.0.0/8/9",
+        " 10.0.0.0/8",
+        "10.0.0.0 /8",
+        "1.2.3.4.5/8",
+        "",
+    ],
+)
 def test_parse_cidr_rejects_what_go_rejects(text):
     with pytest.raises(errors.InvalidConfig) as exc:
         parse_cidr(text)
@@ -46,9 +66,19 @@ def test_parse_default_pool():
     assert parse_default_pool("base=fd00::/48,size=64") == ("fd00::/48", 64)
 
 
-@pytest.mark.parametrize("text", ["base=10.10.0.0/16", "size=24", "", "10.10.0.0/16,24",
-                                  "base=10.10.0.0/16,size=x", "base=10.10.0.0/16,size=8",
-                                  "base=10.10.0.0/16,size=33", "base=foo,size=24"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "base=10.10.0.0/16",
+        "size=24",
+        "",
+        "10.10.0.0/16,24",
+        "base=10.10.0.0/16,size=x",
+        "base=10.10.0.0/16,size=8",
+        "base=10.10.0.0/16,size=33",
+        "base=foo,size=24",
+    ],
+)
 def test_parse_default_pool_rejects(text):
     with pytest.raises(errors.InvalidConfig):
         parse_default_pool(text)
@@ -73,10 +103,20 @@ def test_validate_pool_fills_gateway_and_has_no_side_effect():
 
 
 def test_validate_pool_keeps_user_values():
-    cfg = IPAM().validate_pool(PoolConfig("10.123.0.0/16", "10.123.0.254", "10.123.4.0/24",
-                                          {"router": "10.123.0.2", "dns": "10.123.0.3"}))
-    assert cfg == PoolConfig("10.123.0.0/16", "10.123.0.254", "10.123.4.0/24",
-                             {"router": "10.123.0.2", "dns": "10.123.0.3"})
+    cfg = IPAM().validate_pool(
+        PoolConfig(
+            "10.123.0.0/16",
+            "10.123.0.254",
+            "10.123.4.0/24",
+            {"router": "10.123.0.2", "dns": "10.123.0.3"},
+        )
+    )
+    assert cfg == PoolConfig(
+        "10.123.0.0/16",
+        "10.123.0.254",
+        "10.123.4.0/24",
+        {"router": "10.123.0.2", "dns": "10.123.0.3"},
+    )
 
 
 @pytest.mark.parametrize("subnet", ["10.0.0.0/33", "foo", "10/8", ""])
@@ -126,7 +166,9 @@ def test_validate_pool_small_subnets_have_no_gateway():
 
 
 def test_validate_pool_ipv6():
-    assert IPAM().validate_pool(PoolConfig("fd00:1::/64")) == PoolConfig("fd00:1::/64", "fd00:1::1", "", {})
+    assert IPAM().validate_pool(PoolConfig("fd00:1::/64")) == PoolConfig(
+        "fd00:1::/64", "fd00:1::1", "", {}
+    )
 
 
 # -- check_overlap ---------------------------------------------------------------
@@ -188,7 +230,9 @@ def test_host_routes_are_read_on_every_check():
 
 
 def _docker_order() -> list[str]:
-    return [f"172.{n}.0.0/16" for n in range(17, 32)] + [f"192.168.{16 * n}.0/20" for n in range(16)]
+    return [f"172.{n}.0.0/16" for n in range(17, 32)] + [
+        f"192.168.{16 * n}.0/20" for n in range(16)
+    ]
 
 
 def test_default_pools_are_dockers():
@@ -206,8 +250,10 @@ def test_allocate_default_subnet_in_docker_order_until_exhausted():
     assert got == _docker_order()
     with pytest.raises(errors.Unavailable) as exc:
         ipam.allocate_default_subnet()
-    assert str(exc.value) == ("could not find an available, non-overlapping IPv4 address pool among the "
-                              "defaults to assign to the network")
+    assert str(exc.value) == (
+        "could not find an available, non-overlapping IPv4 address pool among the "
+        "defaults to assign to the network"
+    )
 
 
 def test_allocate_default_subnet_skips_networks_and_routes():
@@ -230,8 +276,10 @@ def test_allocate_default_subnet_reuses_a_freed_pool():
 def test_allocate_default_subnet_ipv6_has_no_default():
     with pytest.raises(errors.Unavailable) as exc:
         IPAM().allocate_default_subnet(version=6)
-    assert str(exc.value) == ("could not find an available, non-overlapping IPv6 address pool among the "
-                              "defaults to assign to the network")
+    assert str(exc.value) == (
+        "could not find an available, non-overlapping IPv6 address pool among the "
+        "defaults to assign to the network"
+    )
 
 
 def test_allocate_default_subnet_ipv6_custom_pool():
@@ -268,11 +316,16 @@ def test_request_respects_ip_range_and_gives_its_network_address():
 
 def test_request_in_small_range_until_exhausted():
     ipam = _ipam_with("10.0.0.0/29", ip_range="10.0.0.4/30")
-    assert [ipam.request_address("n1", label="net1 (abc)") for _ in range(3)] == \
-        ["10.0.0.4/29", "10.0.0.5/29", "10.0.0.6/29"]  # .7 is the subnet's broadcast
+    assert [ipam.request_address("n1", label="net1 (abc)") for _ in range(3)] == [
+        "10.0.0.4/29",
+        "10.0.0.5/29",
+        "10.0.0.6/29",
+    ]  # .7 is the subnet's broadcast
     with pytest.raises(errors.Unavailable) as exc:
         ipam.request_address("n1", label="net1 (abc)")
-    assert str(exc.value) == "no available IPv4 addresses on this network's address pools: net1 (abc)"
+    assert (
+        str(exc.value) == "no available IPv4 addresses on this network's address pools: net1 (abc)"
+    )
 
 
 def test_request_never_gives_broadcast():
@@ -310,8 +363,13 @@ def test_slash_32_single_address():
 
 def test_two_pools_second_used_when_first_full():
     ipam = IPAM()
-    ipam.add_network("n1", [ipam.validate_pool(PoolConfig("10.0.0.0/30")),
-                            ipam.validate_pool(PoolConfig("10.1.0.0/24"))])
+    ipam.add_network(
+        "n1",
+        [
+            ipam.validate_pool(PoolConfig("10.0.0.0/30")),
+            ipam.validate_pool(PoolConfig("10.1.0.0/24")),
+        ],
+    )
     assert ipam.request_address("n1") == "10.0.0.2/30"
     assert ipam.request_address("n1") == "10.1.0.2/24"
 
@@ -339,8 +397,13 @@ def test_ipv6_small_pool_exhaustion():
 
 def test_dual_stack_network():
     ipam = IPAM()
-    ipam.add_network("n1", [ipam.validate_pool(PoolConfig("10.5.0.0/24")),
-                            ipam.validate_pool(PoolConfig("fd05::/64"))])
+    ipam.add_network(
+        "n1",
+        [
+            ipam.validate_pool(PoolConfig("10.5.0.0/24")),
+            ipam.validate_pool(PoolConfig("fd05::/64")),
+        ],
+    )
     assert ipam.request_address("n1", 4) == "10.5.0.2/24"
     assert ipam.request_address("n1", 6) == "fd05::2/64"
 
@@ -350,7 +413,10 @@ def test_request_on_unknown_network():
     assert ipam.request_address("nope") == ""
     with pytest.raises(errors.InvalidConfig) as exc:
         ipam.request_address("nope", ip="10.0.0.5")
-    assert str(exc.value) == "Invalid address 10.0.0.5: It does not belong to any of this network's subnets"
+    assert (
+        str(exc.value)
+        == "Invalid address 10.0.0.5: It does not belong to any of this network's subnets"
+    )
 
 
 # -- static addresses -----------------------------------------------------------------
@@ -379,7 +445,10 @@ def test_static_address_outside():
     ipam = _ipam_with("10.40.0.0/24")
     with pytest.raises(errors.InvalidConfig) as exc:
         ipam.request_address("n1", ip="10.99.0.10")
-    assert str(exc.value) == "Invalid address 10.99.0.10: It does not belong to any of this network's subnets"
+    assert (
+        str(exc.value)
+        == "Invalid address 10.99.0.10: It does not belong to any of this network's subnets"
+    )
 
 
 def test_static_address_malformed():

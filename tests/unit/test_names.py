@@ -26,13 +26,25 @@ NETS = [
 
 
 def _net(ref, items=NETS):
-    return names.lookup(ref, items, lambda o: o.name, lambda o: o.id,
-                        lambda r: errors.NetworkNotFound(f"network {r} not found"), "network")
+    return names.lookup(
+        ref,
+        items,
+        lambda o: o.name,
+        lambda o: o.id,
+        lambda r: errors.NetworkNotFound(f"network {r} not found"),
+        "network",
+    )
 
 
 def _ctr(ref, items):
-    return names.lookup(ref, items, lambda o: o.name, lambda o: o.id,
-                        lambda r: errors.ContainerNotFound(f"No such container: {r}"), "container")
+    return names.lookup(
+        ref,
+        items,
+        lambda o: o.name,
+        lambda o: o.id,
+        lambda r: errors.ContainerNotFound(f"No such container: {r}"),
+        "container",
+    )
 
 
 # -- name rules ---------------------------------------------------------------------
@@ -47,7 +59,10 @@ def test_valid_container_names(name):
 def test_invalid_container_names(name):
     with pytest.raises(errors.InvalidConfig) as exc:
         names.check_container_name(name)
-    assert str(exc.value) == f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+    assert (
+        str(exc.value)
+        == f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+    )
 
 
 @pytest.mark.parametrize("name", ["net1", "my-net", "my_net.2", "Zed"])

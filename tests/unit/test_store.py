@@ -149,8 +149,10 @@ def test_txn_all_or_nothing(store):
     rev_a = store.put("a", {"v": 1})
     store.put("b", {"v": 1})
     before = store.revision()
-    ok = store.txn([Compare("a", rev_a), Compare("b", 12345)],
-                   [Op("a", {"v": 2}), Op("b", None), Op("c", {"v": 2})])
+    ok = store.txn(
+        [Compare("a", rev_a), Compare("b", 12345)],
+        [Op("a", {"v": 2}), Op("b", None), Op("c", {"v": 2})],
+    )
     assert ok is False
     assert store.get("a").value == {"v": 1}
     assert store.get("b").value == {"v": 1}
@@ -161,8 +163,12 @@ def test_txn_all_or_nothing(store):
 def test_txn_success_mixes_puts_and_deletes(store):
     rev_a = store.put("a", {"v": 1})
     store.put("b", {"v": 1})
-    assert store.txn([Compare("a", rev_a), Compare("c", 0)],
-                     [Op("a", {"v": 2}), Op("b"), Op("c", {"v": 3})]) is True
+    assert (
+        store.txn(
+            [Compare("a", rev_a), Compare("c", 0)], [Op("a", {"v": 2}), Op("b"), Op("c", {"v": 3})]
+        )
+        is True
+    )
     assert store.get("a").value == {"v": 2}
     assert store.get("b") is None
     assert store.get("c").value == {"v": 3}
@@ -218,7 +224,10 @@ def test_watch_sees_puts_and_deletes_under_prefix(store):
     store.put("endpoints/a/1", {"v": 1})
     store.delete("networks/a")
     r2 = store.revision()
-    assert [(e.key, e.value, e.revision) for e in seen] == [("networks/a", {"v": 1}, r1), ("networks/a", None, r2)]
+    assert [(e.key, e.value, e.revision) for e in seen] == [
+        ("networks/a", {"v": 1}, r1),
+        ("networks/a", None, r2),
+    ]
 
 
 def test_watch_sees_each_op_of_a_txn_and_nothing_of_a_failed_one(store):
