@@ -60,6 +60,16 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True)
+class PortBinding:
+    """A published port, its host port already resolved (never 0)."""
+
+    proto: str  # tcp | udp | sctp
+    host_ip: str  # "" = every host address
+    host_port: int
+    container_port: int
+
+
+@dataclass(frozen=True)
 class EndpointInfo:
     """An endpoint as drivers see it."""
 
@@ -69,6 +79,7 @@ class EndpointInfo:
     ipv6: str = ""
     mac: str = ""
     driver_data: Mapping[str, Any] = field(default_factory=dict)
+    ports: tuple[PortBinding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,10 +132,10 @@ class NetworkDriver(Protocol):
     def leave(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> None:
         """Take the interface out of the sandbox; already gone is success."""
 
-    def program_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo, ports: tuple) -> None:
-        """NAT, published ports: what the endpoint needs beyond its network."""
+    def program_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo) -> None:
+        """Published ports (``ep.ports``): what the endpoint needs beyond its network."""
 
-    def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo, ports: tuple) -> None:
+    def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo) -> None:
         """Undo program_external_connectivity; already gone is success."""
 
     def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
@@ -167,10 +178,10 @@ class PassiveDriver:
     def leave(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> None:
         """Nothing to take out."""
 
-    def program_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo, ports: tuple) -> None:
+    def program_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo) -> None:
         """No NAT."""
 
-    def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo, ports: tuple) -> None:
+    def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo) -> None:
         """No NAT."""
 
     def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:

@@ -1,6 +1,7 @@
 """The ``bridge`` driver: a Linux bridge per network, a veth per endpoint.
 
-* network: a bridge (``br-<id12>``, or ``com.docker.network.bridge.name``)
+* network: a bridge (``nm-<id12>``, or ``com.docker.network.bridge.name``;
+  not Docker's ``br-`` prefix, so rules for one never match the other's)
   holding the gateway address of each pool, plus set elements in netmgr's
   nftables table (isolation from other bridge networks, masquerade);
 * join: one netlink request creates the veth with its peer already in the
@@ -23,7 +24,7 @@ from netmgr.drivers.base import (
     PassiveDriver,
     SandboxInfo,
 )
-from netmgr.drivers.bridge_fw import BridgeFirewall, FwNetwork
+from netmgr.drivers.bridge_fw import BridgeFirewall, FwNetwork, FwPort
 from netmgr.runtime import netns
 from netmgr.runtime.netlink import mapped
 
@@ -50,7 +51,7 @@ def _bool_opt(net: NetworkInfo, key: str, default: bool = True) -> bool:
 
 def bridge_name(net: NetworkInfo) -> str:
     """The bridge's interface name for this network."""
-    return net.options.get(OPT_NAME) or "br-" + net.id[:12]
+    return net.options.get(OPT_NAME) or "nm-" + net.id[:12]
 
 
 def veth_name(ep: EndpointInfo) -> str:
@@ -92,8 +93,22 @@ class BridgeDriver(PassiveDriver):
     def _fw_network(self, net: NetworkInfo) -> FwNetwork:
         v4 = tuple(s for s, _ in net.pools if ":" not in s)
         v6 = tuple(s for s, _ in net.pools if ":" in s)
-        masq = _bool_opt(net, OPT_MASQ) and not net.internal
-        return FwNetwork(bridge_name(net), v4, v6, masq)
+        return FwNetwork(bridge_name(net), v4, v6, _bool_opt(net, OPT_MASQ), net.internal)
+
+    @staticmethod
+    def _fw_ports(net: NetworkInfo, ep: EndpointInfo) -> list[FwPort]:
+        """DNAT entries of an endpoint: IPv4 always, IPv6 when it has an address (not on internal networks)."""
+        if net.internal:
+            return []
+        out = []
+        host_ip_default = net.options.get(OPT_HOST_IP, "")
+        for p in ep.ports:
+            host_ip = p.host_ip or ("" if host_ip_default in ("", "0.0.0.0") else host_ip_default)
+            for ctr in (ep.ipv4, ep.ipv6):
+                if not ctr or (host_ip and (":" in host_ip) != (":" in ctr)):
+                    continue
+                out.append(FwPort(p.proto, host_ip, p.host_port, ctr.split("/")[0], p.container_port))
+        return out
 
     def create_network(self, net: NetworkInfo) -> dict[str, Any]:
         """Bridge, gateway addresses, up, firewall elements; rolls its own steps back on failure."""
@@ -114,6 +129,8 @@ class BridgeDriver(PassiveDriver):
             index = self.env.nl.add_bridge(name, mtu=mtu)
         try:
             self._configure_bridge(index, net)
+            # DNAT from 127.0.0.1 to a container needs loopback sources routable on the bridge
+            netns.sysctl_write(self.env.netns_path, f"net.ipv4.conf.{name}.route_localnet", "1")
         except BaseException:
             self.env.nl.del_link(index=index)
             raise
@@ -130,9 +147,10 @@ class BridgeDriver(PassiveDriver):
             self.env.nl.set_link(index, up=True)
 
     def _ensure_forwarding(self) -> None:
-        # Docker turns IPv4 forwarding on at start; we do it when the first bridge is made.
+        # Docker turns forwarding on at start; we do it when the first bridge is made.
         if not self._forwarding_on:
             netns.sysctl_write(self.env.netns_path, "net.ipv4.ip_forward", "1")
+            netns.sysctl_write(self.env.netns_path, "net.ipv6.conf.all.forwarding", "1")
             self._forwarding_on = True
 
     def delete_network(self, net: NetworkInfo) -> None:
@@ -144,8 +162,8 @@ class BridgeDriver(PassiveDriver):
             self.env.nl.del_link(name=name)
 
     def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
-        """After a restart: the firewall table in one batch, any missing bridge, no orphan veth."""
-        self.fw.rebuild([self._fw_network(n) for n in nets])
+        """After a restart: the firewall tables in one batch, any missing bridge, no orphan veth."""
+        self.rebuild_firewall(nets, endpoints)
         for net in nets:
             name = bridge_name(net)
             index = self.env.nl.link_index(name)
@@ -173,7 +191,22 @@ class BridgeDriver(PassiveDriver):
             return False
         with mapped(f"restore endpoint {ep.id[:12]}"):
             self.env.nl.set_link(index, master=self._bridge_index(net), up=True)
+            if ep.ports:
+                self.env.nl.set_hairpin(index)
         return True
+
+    def rebuild_firewall(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
+        """Write netmgr's tables from scratch: networks, published ports, no-ICC ports."""
+        by_id = {n.id: n for n in nets}
+        ports, noicc = [], []
+        for ep in endpoints:
+            net = by_id.get(ep.network_id)
+            if net is None:
+                continue
+            ports += self._fw_ports(net, ep)
+            if not _bool_opt(net, OPT_ICC):
+                noicc.append(ep.driver_data.get("veth") or veth_name(ep))
+        self.fw.rebuild([self._fw_network(n) for n in nets], ports, noicc)
 
     def firewall_missing(self) -> bool:
         """True when netmgr's table is gone (``nft flush ruleset``)."""
@@ -204,6 +237,12 @@ class BridgeDriver(PassiveDriver):
         host_if = ep.driver_data.get("veth") or veth_name(ep)
         with mapped(f"create endpoint {ep.id[:12]}"):
             self.env.nl.add_veth(host_if, sb.ifname, sb.handle.fd, ep.mac or None, mtu, master=master, up=True)
+        if not _bool_opt(net, OPT_ICC):
+            try:
+                self.fw.add_noicc(host_if)
+            except BaseException:
+                self.env.nl.del_link(name=host_if)
+                raise
         gw4 = next((g for s, g in net.pools if ":" not in s), "")
         gw6 = next((g for s, g in net.pools if ":" in s), "")
         if net.internal:
@@ -213,5 +252,25 @@ class BridgeDriver(PassiveDriver):
     def leave(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> None:
         """Delete the host side (the kernel removes the peer with it)."""
         host_if = ep.driver_data.get("veth") or veth_name(ep)
+        if not _bool_opt(net, OPT_ICC):
+            self.fw.remove_noicc(host_if)
         with mapped(f"delete endpoint {ep.id[:12]}"):
             self.env.nl.del_link(name=host_if)
+
+    def program_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo) -> None:
+        """Published ports: DNAT map elements, and hairpin on the port (a container may use its own)."""
+        ports = self._fw_ports(net, ep)
+        if not ports:
+            return
+        self.fw.add_ports(ports)
+        host_if = ep.driver_data.get("veth") or veth_name(ep)
+        index = self.env.nl.link_index(host_if)
+        if index is not None:
+            with mapped(f"hairpin on {host_if}"):
+                self.env.nl.set_hairpin(index)
+
+    def revoke_external_connectivity(self, net: NetworkInfo, ep: EndpointInfo) -> None:
+        """Remove the endpoint's DNAT elements; already gone is fine."""
+        ports = self._fw_ports(net, ep)
+        if ports:
+            self.fw.remove_ports(ports)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from netmgr import errors, names
 from netmgr.drivers import resolve
-from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, SandboxInfo
+from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PortBinding, SandboxInfo
 from netmgr.ipam import IPAM
+from netmgr.ports import PortAllocator
 from netmgr.model import Container, Endpoint, Network, PoolConfig, from_dict, new_id, now_rfc3339, to_dict
 from netmgr.runtime import netns, sandbox
 from netmgr.store import Op, Store
@@ -71,7 +72,8 @@ def driver_view(net: Network) -> NetworkInfo:
 
 def endpoint_view(ep: Endpoint) -> EndpointInfo:
     """The endpoint as drivers see it."""
-    return EndpointInfo(ep.id, ep.network_id, ep.ipv4, ep.ipv6, ep.mac, dict(ep.driver_data))
+    ports = tuple(PortBinding(p.protocol, p.host_ip, p.host_port, p.container_port) for p in ep.ports)
+    return EndpointInfo(ep.id, ep.network_id, ep.ipv4, ep.ipv6, ep.mac, dict(ep.driver_data), ports)
 
 
 def mac_for(ipv4: str) -> str:
@@ -95,6 +97,7 @@ class Controller:
         self.networks: dict[str, Network] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.handles: dict[str, netns.NetnsHandle] = {}  # sandbox key -> open handle
+        self.ports = PortAllocator()
 
     # -- start-up --------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class Controller:
             self.endpoints[ep.id] = ep
             self.ipam.mark_address(ep.network_id, ep.ipv4)
             self.ipam.mark_address(ep.network_id, ep.ipv6)
+            self.ports.mark(ep.id, ep.ports)
 
     def restore_drivers(self) -> None:
         """Let each driver re-create its host-side state for the stored networks."""
@@ -259,11 +263,13 @@ class Controller:
     def attach(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest) -> Endpoint:
         """Connect ``ctr``'s sandbox to ``net``; every step registers its undo on ``undo``.
 
-        Steps: allocate address → create endpoint → join → configure interface
-        → program external connectivity. The caller writes the store.
+        Steps: allocate address → reserve host ports → create endpoint → join →
+        configure interface → program external connectivity. The caller writes
+        the store.
         """
         driver = resolve(self.drivers, net.driver)
         ep = self._step_allocate(undo, net, ctr, req)
+        ep = self._step_ports(undo, net, ctr, ep)
         ep = self._step_create_endpoint(undo, driver, net, ep)
         if driver.capability().no_interface:
             return ep
@@ -283,6 +289,14 @@ class Controller:
         return Endpoint(id=new_id(), network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
                         mac=mac_for(ipv4) if ifname else "", ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
                         static_ipv4=req.ip, static_ipv6=req.ip6)
+
+    def _step_ports(self, undo: UndoStack, net: Network, ctr: Container, ep: Endpoint) -> Endpoint:
+        # ports are published on the endpoint of the network the container was started on
+        if not ep.ifname or not ctr.config.ports or ctr.config.network_mode not in (net.name, net.id):
+            return ep
+        ports = self.ports.allocate(ep.id, ctr.config.ports)
+        undo.push("release ports", self.ports.release, ports)
+        return dataclasses.replace(ep, ports=ports)
 
     def _step_create_endpoint(self, undo: UndoStack, driver: NetworkDriver, net: Network, ep: Endpoint) -> Endpoint:
         data = driver.create_endpoint(driver_view(net), endpoint_view(ep))
@@ -307,9 +321,8 @@ class Controller:
         return dataclasses.replace(ep, gateway=gateway, gateway6=gateway6)
 
     def _step_external(self, undo: UndoStack, driver: NetworkDriver, net: Network, ep: Endpoint, ctr: Container):
-        ports = ctr.config.ports if ctr.config.network_mode in (net.name, net.id) else ()
-        driver.program_external_connectivity(driver_view(net), endpoint_view(ep), ports)
-        undo.push("revoke external", driver.revoke_external_connectivity, driver_view(net), endpoint_view(ep), ports)
+        undo.push("revoke external", driver.revoke_external_connectivity, driver_view(net), endpoint_view(ep))
+        driver.program_external_connectivity(driver_view(net), endpoint_view(ep))
 
     def detach(self, ep: Endpoint, ctr: Container) -> list[str]:
         """Reverse of :meth:`attach`; keeps going on failure and returns what failed."""
@@ -319,9 +332,8 @@ class Controller:
             return failures
         driver = resolve(self.drivers, net.driver)
         sb = SandboxInfo(ctr.id, self.handles.get(ctr.sandbox_key), ep.ifname)
-        ports = ctr.config.ports if ctr.config.network_mode in (net.name, net.id) else ()
         steps = [
-            ("revoke external", lambda: driver.revoke_external_connectivity(driver_view(net), endpoint_view(ep), ports)),
+            ("revoke external", lambda: driver.revoke_external_connectivity(driver_view(net), endpoint_view(ep))),
             ("leave", lambda: driver.leave(driver_view(net), endpoint_view(ep), sb)),
             ("delete endpoint", lambda: driver.delete_endpoint(driver_view(net), endpoint_view(ep))),
         ]
@@ -340,6 +352,7 @@ class Controller:
     def forget_endpoint(self, ep: Endpoint) -> None:
         """Drop an endpoint from memory and release its addresses."""
         self.endpoints.pop(ep.id, None)
+        self.ports.release(ep.ports)
         self.ipam.release_address(ep.network_id, ep.ipv4)
         self.ipam.release_address(ep.network_id, ep.ipv6)
 

@@ -80,12 +80,14 @@ class Endpoint:
     aliases: tuple[str, ...] = ()
     static_ipv4: str = ""  # what --ip asked for (Docker's IPAMConfig)
     static_ipv6: str = ""
+    #: published ports with their host ports resolved (only on the run network's endpoint)
+    ports: tuple[PortMapping, ...] = ()
     driver_data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class PortMapping:
-    """A published port: ``-p [host_ip:]host_port:container_port[/proto]``."""
+    """A published port: ``-p [host_ip:]host_port:container_port[/proto]`` (host_port 0: any)."""
 
     container_port: int
     protocol: str = "tcp"

@@ -95,10 +95,13 @@ def network_settings(ctr: Container, endpoints: list[Endpoint], networks: dict[s
         if name == "bridge":
             default = nets[name]
     top = default or {}
-    ports = {}
-    for p in ctr.config.ports:
-        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
-            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+    ports: dict[str, list] = {}
+    for ep in endpoints:
+        for p in ep.ports:
+            hosts = [p.host_ip] if p.host_ip else (["0.0.0.0", "::"] if ep.ipv6 else ["0.0.0.0"])
+            for host in hosts:
+                ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+                    {"HostIp": host, "HostPort": str(p.host_port)})
     return {
         "Bridge": "",
         "SandboxID": ctr.id if ctr.sandbox_key else "",

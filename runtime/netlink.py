@@ -48,6 +48,7 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
+    RTM_SETLINK,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -326,6 +327,21 @@ class Netlink:
         except errors.NotFound:
             return False
         return True
+
+    def set_hairpin(self, index: int, on: bool = True) -> None:
+        """Let a bridge port send frames back out the port they came in on.
+
+        Needed when a container reaches its own published port through the
+        host's address. Built by hand: the bridge only accepts IFLA_PROTINFO
+        with NLA_F_NESTED set, which pyroute2's encoder leaves out.
+        """
+        self._seq += 1
+        brport_mode = struct.pack("=HHB3x", 5, 4, 1 if on else 0)  # IFLA_BRPORT_MODE (4), u8
+        protinfo = struct.pack("=HH", 4 + len(brport_mode), 12 | 0x8000) + brport_mode  # IFLA_PROTINFO|NESTED
+        body = struct.pack("=BxHiII", socket.AF_BRIDGE, 0, index, 0, 0) + protinfo
+        header = _HDR.pack(16 + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, self._seq, 0)
+        self.sock.send(header + body)
+        self._read_acks({self._seq: f"set hairpin on link {index}"})
 
     def links(self) -> list[Link]:
         """Every link in this namespace."""

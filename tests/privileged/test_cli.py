@@ -34,10 +34,21 @@ def state(host) -> dict:
         "store": store_rows(host),
         "links": sorted(l["ifname"] for l in ip_json(host.netns_path, "link")),
         "addrs": sorted((l["ifname"], a["local"]) for l in ip_json(host.netns_path, "addr") for a in l["addr_info"]),
-        "nft": sorted(json.dumps(i, sort_keys=True) for i in nft["nftables"] if "set" in i or "rule" in i),
+        "nft": sorted(json.dumps(_no_handle(i), sort_keys=True) for i in nft["nftables"] if "set" in i or "rule" in i
+                      or "map" in i),
         "sandboxes": sorted(os.listdir(os.path.join(host.run_dir, "netns"))),
         "shims": len(shims.stdout.split()),
     }
+
+
+def _no_handle(obj: dict) -> dict:
+    """nft objects without handles, elements sorted (a rebuilt table renumbers and reorders them)."""
+    def norm(body: dict) -> dict:
+        out = {k: v for k, v in body.items() if k != "handle"}
+        if "elem" in out:
+            out["elem"] = sorted(out["elem"], key=lambda e: json.dumps(e, sort_keys=True))
+        return out
+    return {kind: norm(body) for kind, body in obj.items()}
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_predefined_networks(engine, host_ns):
 
 def test_network_create_and_remove(engine, host_ns):
     net = engine.ctl.create_network(NetworkRequest("nmt-a", pools=(PoolConfig("10.50.0.0/24", ip_range="10.50.0.128/25"),)))
-    br = "br-" + net.id[:12]
+    br = "nm-" + net.id[:12]
     links = {l["ifname"]: l for l in ip_json(host_ns.path, "addr")}
     assert links[br]["addr_info"][0]["local"] == "10.50.0.1"
     assert br in _set(host_ns.path, "bridges")

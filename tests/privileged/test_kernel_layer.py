@@ -128,7 +128,7 @@ def test_bridge_firewall_elements_not_rules(host_ns):
         for i in range(5):
             fw.add_network(FwNetwork(f"nmtbr{i}", (f"10.{i}.0.0/16",)))
         rules_after = [i for i in nft_json(host_ns.path, "list", "table", "inet", "netmgr")["nftables"] if "rule" in i]
-        assert len(rules_before) == len(rules_after) == 3
+        assert len(rules_before) == len(rules_after) == 19
         assert sorted(_elements(host_ns.path, "bridges")) == [f"nmtbr{i}" for i in range(5)]
         fw.remove_network(FwNetwork("nmtbr3", ("10.3.0.0/16",)))
         fw.remove_network(FwNetwork("nmtbr3", ("10.3.0.0/16",)))  # already gone: fine

@@ -54,7 +54,7 @@ def snapshot(engine, host_ns, sandbox_key: str | None = None) -> dict:
     snap = {
         "host_links": sorted((l["ifname"], l.get("master", "")) for l in ip_json(host_ns.path, "link")),
         "host_addrs": sorted((l["ifname"], a["local"]) for l in ip_json(host_ns.path, "addr") for a in l["addr_info"]),
-        "nft": sorted(str(i) for i in nft["nftables"] if "set" in i or "rule" in i),
+        "nft": sorted(str(i) for i in nft["nftables"] if "set" in i or "rule" in i or "map" in i),
         "ipam": {nid: engine.ipam.in_use(nid) for nid in engine.ctl.networks},
         "store": sorted((kv.key, str(kv.value)) for kv in engine.store.list("")),
         "endpoints": sorted(engine.ctl.endpoints),

@@ -281,6 +281,7 @@ def test_networks_shape_default_bridge():
         mac="02:42:ac:11:00:04",
         ipv4="172.17.0.4/16",
         gateway="172.17.0.1",
+        ports=ctr.config.ports,  # resolved host ports live on the endpoint
     )
     ns = network_settings(ctr, [ep], NETWORKS)
     bridge = ns["Networks"]["bridge"]
