@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from netmgr import errors, etcfiles, names
 from netmgr.controller import AttachRequest, Controller
@@ -54,11 +55,32 @@ class RunRequest:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+class SandboxDNS(Protocol):
+    """The embedded DNS server, as containers need it (the daemon provides one)."""
+
+    def attach(self, sandbox_id: str, netns_path: str) -> None:
+        """Serve 127.0.0.11 in this sandbox (returns once the sockets are open)."""
+
+    def detach(self, sandbox_id: str) -> None:
+        """Stop serving it (idempotent)."""
+
+
+class NoDNS:
+    """No embedded DNS (in-process engines without an event loop)."""
+
+    def attach(self, sandbox_id: str, netns_path: str) -> None:
+        """Nothing to open."""
+
+    def detach(self, sandbox_id: str) -> None:
+        """Nothing to close."""
+
+
 class Containers:
     """Container lifecycle on top of the :class:`Controller`."""
 
     def __init__(self, ctl: Controller, state_dir: str, host_netns: str | None = None) -> None:
         self.ctl = ctl
+        self.dns: SandboxDNS = NoDNS()
         self.host_netns = host_netns  # where host-network containers run (None: the daemon's own)
         self.dir = os.path.join(state_dir, "containers")
         self.items: dict[str, Container] = {}
@@ -115,7 +137,8 @@ class Containers:
             sdir = self._step_state_dir(undo, ctr)
             ctr = self._step_sandbox(undo, ctr, net)
             ep = self._step_attach(undo, ctr, net, req)
-            files = etcfiles.write(sdir, ctr.config.hostname, [ep.ipv4, ep.ipv6])
+            files = etcfiles.write(sdir, ctr.config.hostname, [ep.ipv4, ep.ipv6], ctr.config.embedded_dns)
+            self._step_dns(undo, ctr)
             ctr = self._step_start(undo, ctr, files)
             self.ctl.store.txn([], [Op(f"containers/{ctr.id}", to_dict(ctr)), self.ctl.put_endpoint_op(ep)])
             undo.commit()
@@ -141,7 +164,8 @@ class Containers:
         config = ContainerConfig(
             argv=tuple(req.argv), hostname=req.hostname or cid[:12], env=tuple(req.env), rootfs=req.rootfs,
             volumes=tuple(req.volumes), memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
-            network_mode=net.name, auto_remove=req.auto_remove, ports=tuple(req.ports), workdir=req.workdir)
+            network_mode=net.name, auto_remove=req.auto_remove, ports=tuple(req.ports), workdir=req.workdir,
+            embedded_dns=self.ctl.records.serves(net))
         ctr = Container(id=cid, name=name, created=now_rfc3339(), config=config)
         self.ctl.check_attach(net, ctr, AttachRequest(req.ip, req.ip6, tuple(req.aliases)))
         if req.ports and net.driver in ("host", "null"):
@@ -161,6 +185,12 @@ class Containers:
 
     def _step_attach(self, undo: UndoStack, ctr: Container, net, req: RunRequest) -> Endpoint:
         return self.ctl.attach(undo, net, ctr, AttachRequest(req.ip, req.ip6, tuple(req.aliases)))
+
+    def _step_dns(self, undo: UndoStack, ctr: Container) -> None:
+        # before the process starts, so its first lookup already has an answer
+        if ctr.config.embedded_dns and ctr.sandbox_key:
+            undo.push("stop DNS", self.dns.detach, ctr.id)
+            self.dns.attach(ctr.id, ctr.sandbox_key)
 
     def _step_start(self, undo: UndoStack, ctr: Container, files: dict[str, str]) -> Container:
         spec = self._spec(ctr, files)
@@ -204,6 +234,7 @@ class Containers:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.state_dir(ctr), "exit"))  # the last run's exit code
         with UndoStack() as undo:
+            self._step_dns(undo, ctr)
             ctr = self._step_start(undo, ctr, self._files(ctr))
             ctr = self._save(ctr)
             undo.commit()
@@ -240,6 +271,7 @@ class Containers:
             rt.cleanup(self._spec(ctr, self._files(ctr)))
         except errors.NetmgrError as exc:
             failures.append(f"cleanup: {exc}")
+        self.dns.detach(ctr.id)
         self.ctl.remove_sandbox(ctr.sandbox_key)
         ops = [Op(self.ctl.endpoint_key(ep)) for ep in self.ctl.container_endpoints(ctr.id)]
         self.ctl.store.txn([], ops + [Op(f"containers/{ctr.id}")])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from netmgr import errors, names
 from netmgr.drivers import resolve
 from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PortBinding, SandboxInfo
+from netmgr.discovery import ServiceRecords
 from netmgr.ipam import IPAM
 from netmgr.ports import PortAllocator
 from netmgr.model import Container, Endpoint, Network, PoolConfig, from_dict, new_id, now_rfc3339, to_dict
@@ -98,6 +99,7 @@ class Controller:
         self.endpoints: dict[str, Endpoint] = {}
         self.handles: dict[str, netns.NetnsHandle] = {}  # sandbox key -> open handle
         self.ports = PortAllocator()
+        self.records = ServiceRecords()
 
     # -- start-up --------------------------------------------------------------
 
@@ -114,6 +116,8 @@ class Controller:
             self.ipam.mark_address(ep.network_id, ep.ipv4)
             self.ipam.mark_address(ep.network_id, ep.ipv6)
             self.ports.mark(ep.id, ep.ports)
+            if ep.network_id in self.networks:
+                self.records.add_endpoint(ep, self.networks[ep.network_id])
 
     def restore_drivers(self) -> None:
         """Let each driver re-create its host-side state for the stored networks."""
@@ -223,6 +227,7 @@ class Controller:
         driver.delete_network(driver_view(net))
         self.store.delete(f"networks/{net.id}")
         self.ipam.remove_network(net.id)
+        self.records.remove_network(net)
         del self.networks[net.id]
         return net
 
@@ -346,12 +351,14 @@ class Controller:
         return failures
 
     def commit_endpoint(self, ep: Endpoint) -> None:
-        """Record an attached endpoint in memory (after the store write)."""
+        """Record an attached endpoint in memory (after the store write); its names resolve now."""
         self.endpoints[ep.id] = ep
+        self.records.add_endpoint(ep, self.networks[ep.network_id])
 
     def forget_endpoint(self, ep: Endpoint) -> None:
         """Drop an endpoint from memory and release its addresses."""
         self.endpoints.pop(ep.id, None)
+        self.records.remove_endpoint(ep, self.networks.get(ep.network_id))
         self.ports.release(ep.ports)
         self.ipam.release_address(ep.network_id, ep.ipv4)
         self.ipam.release_address(ep.network_id, ep.ipv6)

@@ -34,6 +34,8 @@ class Config:
     plugin_dir: str = "/run/netmgr/plugins"
     #: the namespace that plays "the host" (None: the process's own); tests pass a fake host's
     host_netns: str | None = None
+    #: where the embedded DNS forwards other names (None: the nameservers of /etc/resolv.conf)
+    dns_upstreams: list[tuple[str, int]] | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -22,11 +22,17 @@ def hosts(hostname: str, addresses: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def resolv_conf(host_resolv: str = "/etc/resolv.conf") -> str:
-    """The host's resolv.conf without loopback nameservers (unreachable from a sandbox).
+EMBEDDED_DNS = "127.0.0.11"
 
-    netmgr adds no public fallback resolver (Docker adds 8.8.8.8): a container
-    only talks to resolvers the host is configured with.
+
+def resolv_conf(embedded_dns: bool = False, host_resolv: str = "/etc/resolv.conf") -> str:
+    """A container's resolv.conf.
+
+    On a user-defined network: the embedded DNS at 127.0.0.11 (it forwards
+    what is not a container name to the host's resolvers), with the host's
+    search domains, as Docker writes it. Otherwise: the host's file without
+    loopback nameservers (unreachable from a sandbox). netmgr adds no public
+    fallback resolver (Docker adds 8.8.8.8).
     """
     try:
         with open(host_resolv) as f:
@@ -36,17 +42,22 @@ def resolv_conf(host_resolv: str = "/etc/resolv.conf") -> str:
     kept = []
     for line in text.splitlines():
         words = line.split()
-        if words[:1] == ["nameserver"] and len(words) > 1 and (words[1].startswith("127.") or words[1] == "::1"):
+        if words[:1] == ["nameserver"] and (embedded_dns or (len(words) > 1 and (
+                words[1].startswith("127.") or words[1] == "::1"))):
+            continue
+        if embedded_dns and words[:1] == ["options"]:
             continue
         kept.append(line)
+    if embedded_dns:
+        kept = [f"nameserver {EMBEDDED_DNS}"] + [k for k in kept if k.strip()] + ["options ndots:0"]
     return "\n".join(kept).strip() + "\n"
 
 
-def write(dir_path: str, hostname: str, addresses: list[str]) -> dict[str, str]:
+def write(dir_path: str, hostname: str, addresses: list[str], embedded_dns: bool = False) -> dict[str, str]:
     """Write the three files into ``dir_path``; return their paths by role."""
     files = {
         "hosts": (os.path.join(dir_path, "hosts"), hosts(hostname, addresses)),
-        "resolv": (os.path.join(dir_path, "resolv.conf"), resolv_conf()),
+        "resolv": (os.path.join(dir_path, "resolv.conf"), resolv_conf(embedded_dns)),
         "hostname": (os.path.join(dir_path, "hostname"), hostname + "\n"),
     }
     for path, content in files.values():

@@ -41,13 +41,14 @@ class Result:
 class SimHost:
     """One simulated host: ``up()`` creates it, ``down()`` removes all of it."""
 
-    def __init__(self, name: str, base_dir: str, daemon_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, base_dir: str, daemon_args: tuple[str, ...] = ("--dns-upstream", "none")) -> None:
         self.name = name
         self.dir = os.path.join(base_dir, name)
         self.netns_path = os.path.join(NETNS_DIR, name)
         self.state_dir = os.path.join(self.dir, "state")
         self.run_dir = os.path.join(self.dir, "run")
         self.socket = os.path.join(self.run_dir, "netmgr.sock")
+        #: by default the embedded DNS forwards nowhere: a lab never queries the machine's resolver
         self.daemon_args = daemon_args
         self.proc: subprocess.Popen | None = None
 

@@ -111,6 +111,7 @@ class ContainerConfig:
     auto_remove: bool = False
     ports: tuple[PortMapping, ...] = ()
     workdir: str = "/"
+    embedded_dns: bool = False  # started on a user-defined network: resolv.conf names 127.0.0.11
 
 
 @dataclass(frozen=True)

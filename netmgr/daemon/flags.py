@@ -16,6 +16,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--plugin-dir", default="/run/netmgr/plugins", help="remote driver plugin sockets and specs")
     p.add_argument("--default-address-pool", action="append", default=[], metavar="base=CIDR,size=N",
                    help="replace the default address pools (repeatable)")
+    p.add_argument("--dns-upstream", action="append", default=[], metavar="IP[:PORT]",
+                   help="resolvers the embedded DNS forwards to (repeatable; 'none': no forwarding; "
+                        "default: the nameservers of /etc/resolv.conf)")
     p.add_argument("--nft-table", default="netmgr", help="name of netmgr's nftables table (inet family)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p

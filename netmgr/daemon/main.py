@@ -22,6 +22,7 @@ import sys
 import grpc
 
 from netmgr import errors
+from netmgr.daemon.dnsbridge import LoopDNS, make_server, parse_upstreams
 from netmgr.daemon.flags import build_parser
 from netmgr.daemon.service import NetmgrService
 from netmgr.engine import Config, Engine, open_engine
@@ -36,7 +37,8 @@ def config_from(args: argparse.Namespace) -> Config:
     """The engine configuration from parsed flags."""
     pools = tuple(parse_default_pool(p) for p in args.default_address_pool) or DEFAULT_POOLS
     return Config(state_dir=args.state_dir, run_dir=args.run_dir, nft_table=args.nft_table, default_pools=pools,
-                  cluster_store=args.cluster_store, advertise_addr=args.advertise_addr, plugin_dir=args.plugin_dir)
+                  cluster_store=args.cluster_store, advertise_addr=args.advertise_addr, plugin_dir=args.plugin_dir,
+                  dns_upstreams=parse_upstreams(args.dns_upstream))
 
 
 def take_lock(run_dir: str) -> int:
@@ -107,6 +109,11 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     """Serve the API until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     service = NetmgrService(engine)
+    dns = make_server(engine.ctl, engine.cfg.dns_upstreams, loop)
+    engine.containers.dns = LoopDNS(dns, loop)
+    for ctr in engine.containers.items.values():
+        if ctr.config.embedded_dns and ctr.sandbox_key and ctr.state.status == "running":
+            await dns.add_sandbox(ctr.id, ctr.sandbox_key)
     watcher = ExitWatcher(loop, service)
     service.on_container_started = watcher.watch
     for ctr in engine.containers.list(all_=False):
@@ -132,6 +139,7 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     await server.stop(grace=1)
     watcher.close()
     service.worker.shutdown(wait=True)
+    await dns.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
 
