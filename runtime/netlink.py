@@ -1,11 +1,12 @@
 """The one thin layer over rtnetlink.
 
-Only this module talks to pyroute2, and only to its message classes (for
-attribute encoding and dump decoding): requests go over a plain
-``AF_NETLINK`` socket that we own. pyroute2's high-level ``IPRoute`` costs
-about 1 ms of Python per request in 0.9.x; a raw request costs ~0.05 ms on
-top of the kernel's own work, and the attach path issues seven of them (see
-``labs/bench/attach.py`` for both measured side by side).
+Requests go over a plain ``AF_NETLINK`` socket that we own, encoded by
+:mod:`netmgr.runtime.nlmsg` with ``struct`` (a few µs each); only dumps are
+decoded with pyroute2's message classes, and this is the only module that
+imports pyroute2. pyroute2's high-level ``IPRoute`` costs about 1 ms of
+Python per request in 0.9.x, its message classes ~0.3 ms to encode a nested
+request; the attach path issues five (``labs/bench/attach.py`` measures the
+pyroute2 floor and netmgr side by side).
 
 This module also owns:
 
@@ -55,6 +56,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netmgr import errors
+from netmgr.runtime import nlmsg
 
 NETLINK_ROUTE = 0
 NLM_F_DUMP_INTR = 0x10
@@ -128,17 +130,6 @@ def open_socket() -> socket.socket:
     return sock
 
 
-def _nla_veth_peer(peer_name: str, netns_fd: int | None, mac: str | None, mtu: int | None):
-    attrs: list = [("IFLA_IFNAME", peer_name)]
-    if netns_fd is not None:
-        attrs.append(("IFLA_NET_NS_FD", netns_fd))
-    if mac:
-        attrs.append(("IFLA_ADDRESS", mac))
-    if mtu:
-        attrs.append(("IFLA_MTU", mtu))
-    return {"attrs": [("VETH_INFO_PEER", {"attrs": attrs})]}
-
-
 class Netlink:
     """An rtnetlink socket bound to one network namespace, with typed helpers."""
 
@@ -162,6 +153,8 @@ class Netlink:
 
     def _encode(self, msg, mtype: int, flags: int) -> tuple[bytes, int]:
         self._seq += 1
+        if isinstance(msg, nlmsg.RawMsg):
+            return msg.encode(mtype, flags | NLM_F_REQUEST, self._seq), self._seq
         msg["header"]["type"] = mtype
         msg["header"]["flags"] = flags | NLM_F_REQUEST
         msg["header"]["sequence_number"] = self._seq
@@ -236,9 +229,7 @@ class Netlink:
 
     def link_index(self, name: str) -> int | None:
         """The ifindex of ``name`` in this namespace, or None (one GETLINK, header parse only)."""
-        msg = ifinfmsg()
-        msg["attrs"].append(("IFLA_IFNAME", name))
-        data, seq = self._encode(msg, RTM_GETLINK, 0)
+        data, seq = self._encode(nlmsg.ifinfo(attrs=nlmsg.nla_str(nlmsg.IFLA_IFNAME, name)), RTM_GETLINK, 0)
         self.sock.send(data)
         while True:
             buf = self.sock.recv(65536)
@@ -255,12 +246,7 @@ class Netlink:
 
     def add_bridge(self, name: str, mtu: int | None = None, mac: str | None = None) -> int:
         """Create a bridge (down) and return its ifindex."""
-        msg = ifinfmsg()
-        msg["attrs"] += [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})]
-        if mtu:
-            msg["attrs"].append(("IFLA_MTU", mtu))
-        if mac:
-            msg["attrs"].append(("IFLA_ADDRESS", mac))
+        msg = nlmsg.ifinfo(attrs=nlmsg.link_attrs(name, mtu, mac) + nlmsg.linkinfo("bridge"))
         self.request((msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add bridge {name}"))
         return self._index_or_fail(name)
 
@@ -280,16 +266,9 @@ class Netlink:
         which waits for an RCU grace period (~15-20 ms). ``master`` and
         ``up`` apply to the host side in the same request (one round trip).
         """
-        msg = ifinfmsg()
-        peer = _nla_veth_peer(peer_name, peer_netns_fd, peer_mac, mtu)
-        info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", peer)]}
-        msg["attrs"] += [("IFLA_IFNAME", name), ("IFLA_LINKINFO", info)]
-        if mtu:
-            msg["attrs"].append(("IFLA_MTU", mtu))
-        if master:
-            msg["attrs"].append(("IFLA_MASTER", master))
-        if up:
-            msg["flags"] = msg["change"] = IFF_UP
+        info = nlmsg.linkinfo("veth", nlmsg.veth_peer(peer_name, peer_netns_fd, peer_mac, mtu))
+        flags = IFF_UP if up else 0
+        msg = nlmsg.ifinfo(flags=flags, change=flags, attrs=nlmsg.link_attrs(name, mtu, None, master) + info)
         self.request((msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add veth {name}"))
 
     def _index_or_fail(self, name: str) -> int:
@@ -301,15 +280,9 @@ class Netlink:
     def set_link_msg(self, index: int, up: bool | None = None, master: int | None = None,
                      mtu: int | None = None, name: str | None = None, mac: str | None = None):
         """Build (not send) an RTM_NEWLINK that changes an existing link."""
-        msg = ifinfmsg()
-        msg["index"] = index
-        if up is not None:
-            msg["flags"] = IFF_UP if up else 0
-            msg["change"] = IFF_UP
-        for key, value in (("IFLA_MASTER", master), ("IFLA_MTU", mtu), ("IFLA_IFNAME", name), ("IFLA_ADDRESS", mac)):
-            if value is not None:
-                msg["attrs"].append((key, value))
-        return msg
+        flags = IFF_UP if up else 0
+        change = IFF_UP if up is not None else 0
+        return nlmsg.ifinfo(index, flags, change, nlmsg.link_attrs(name, mtu, mac, master))
 
     def set_link(self, index: int, **changes) -> None:
         """Change an existing link: up, master, mtu, name, mac."""
@@ -317,11 +290,7 @@ class Netlink:
 
     def del_link(self, index: int | None = None, name: str | None = None) -> bool:
         """Delete a link by index or by name (no lookup); already gone is success (False)."""
-        msg = ifinfmsg()
-        if index is not None:
-            msg["index"] = index
-        else:
-            msg["attrs"].append(("IFLA_IFNAME", name or ""))
+        msg = nlmsg.ifinfo(index or 0, attrs=b"" if index is not None else nlmsg.nla_str(nlmsg.IFLA_IFNAME, name or ""))
         try:
             self.request((msg, RTM_DELLINK, 0, f"delete link {name or index}"))
         except errors.NotFound:
@@ -349,19 +318,9 @@ class Netlink:
 
     # -- addresses and routes --------------------------------------------
 
-    def addr_msg(self, index: int, address: str, prefixlen: int, broadcast: str | None = None):
-        """Build an RTM_NEWADDR for ``address/prefixlen`` on ``index``."""
-        msg = ifaddrmsg()
-        msg["family"] = AF_INET6 if ":" in address else AF_INET
-        msg["prefixlen"] = prefixlen
-        msg["index"] = index
-        msg["attrs"] += [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        if msg["family"] == AF_INET6:
-            msg["attrs"] = [("IFA_ADDRESS", address)]
-            msg["flags"] = 0x02  # IFA_F_NODAD: the address is ours by IPAM, skip DAD delay
-        elif broadcast:
-            msg["attrs"].append(("IFA_BROADCAST", broadcast))
-        return msg
+    def addr_msg(self, index: int, address: str, prefixlen: int):
+        """Build an RTM_NEWADDR/DELADDR body for ``address/prefixlen`` on ``index``."""
+        return nlmsg.ifaddr(index, address, prefixlen)
 
     def add_addr(self, index: int, address: str, prefixlen: int) -> None:
         """Add one address; an identical existing address is an AlreadyExists error."""
@@ -375,25 +334,7 @@ class Netlink:
 
     def route_msg(self, dst: str, gateway: str | None = None, oif: int | None = None, table: int = 254):
         """Build an RTM_NEWROUTE/DELROUTE body; ``dst`` is a CIDR or 'default'."""
-        family = AF_INET6 if ":" in (dst + (gateway or "")) else AF_INET
-        if dst == "default":
-            dst = "::/0" if family == AF_INET6 else "0.0.0.0/0"
-        net, _, plen = dst.partition("/")
-        msg = rtmsg()
-        msg["family"] = family
-        msg["dst_len"] = int(plen or (128 if family == AF_INET6 else 32))
-        msg["table"] = table if table < 256 else 252
-        msg["proto"] = 4  # RTPROT_STATIC
-        msg["type"] = 1  # RTN_UNICAST
-        msg["scope"] = 0 if gateway else 253  # universe / link
-        if msg["dst_len"]:
-            msg["attrs"].append(("RTA_DST", net))
-        if gateway:
-            msg["attrs"].append(("RTA_GATEWAY", gateway))
-        if oif:
-            msg["attrs"].append(("RTA_OIF", oif))
-        msg["attrs"].append(("RTA_TABLE", table))
-        return msg
+        return nlmsg.rtmsg(dst, gateway, oif, table)
 
     def add_route(self, dst: str, gateway: str | None = None, oif: int | None = None) -> None:
         """Add a route; an existing identical route is AlreadyExists."""
