@@ -210,7 +210,7 @@ class Controller:
         if not v4:
             v4 = [self.ipam.validate_pool(PoolConfig(self.ipam.allocate_default_subnet(4)))]
         if req.ipv6 and not v6:
-            raise errors.InvalidConfig("IPv6 without --subnet for it is not supported yet: give an IPv6 --subnet")
+            v6 = [self.ipam.validate_pool(PoolConfig(self.ipam.allocate_default_subnet(6)))]
         if v6 and not req.ipv6:
             raise errors.InvalidConfig("an IPv6 subnet needs --ipv6")
         return tuple(v4 + v6)

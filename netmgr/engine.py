@@ -13,7 +13,7 @@ from netmgr.containers import Containers
 from netmgr.controller import Controller
 from netmgr.drivers import make_drivers
 from netmgr.drivers.base import HostEnv
-from netmgr.ipam import DEFAULT_POOLS, IPAM
+from netmgr.ipam import DEFAULT_POOLS, IPAM, unique_local_prefix
 from netmgr.reconcile import reconcile
 from netmgr.runtime import netns
 from netmgr.runtime.netlink import AF_INET, AF_INET6, Netlink
@@ -70,11 +70,22 @@ class Engine:
 
     def start(self) -> None:
         """Load the store, reconcile drivers with the kernel, create predefined networks."""
+        self._default_ipv6_pool()
         self.ctl.load()
         self.ctl.restore_drivers()
         self.ctl.ensure_predefined()
         self.containers.load()
         reconcile(self.ctl, list(self.containers.items.values()))
+
+    def _default_ipv6_pool(self) -> None:
+        """Without an IPv6 default pool, this host's ULA /48 (made once, kept in the store)."""
+        if any(":" in base for base, _ in self.ipam.default_pools):
+            return
+        kv = self.store.get("config/ula")
+        if kv is None:
+            self.store.put("config/ula", {"prefix": unique_local_prefix()})
+            kv = self.store.get("config/ula")
+        self.ipam.default_pools = self.ipam.default_pools + ((kv.value["prefix"], 64),)
 
     def close(self) -> None:
         """Release sockets and the store (kernel objects and containers stay)."""

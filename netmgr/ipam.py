@@ -3,7 +3,9 @@
 Pools come from the request (``--subnet`` …) or from the default address
 pools, Docker's by default: 172.17.0.0/16 … 172.31.0.0/16 as /16s, then
 192.168.0.0/16 as /20s; ``--default-address-pool base=CIDR,size=N``
-replaces them. An automatic pool is never one that overlaps another
+replaces them. IPv6 networks without a subnet get a /64 of the host's own
+random unique local /48 (chosen once, kept in the store), unless an IPv6
+default pool is given. An automatic pool is never one that overlaps another
 network's pool or a route of the host (other than its default route and
 netmgr's own bridges); a requested one that does fails with Docker's
 wording.
@@ -29,6 +31,15 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (("172.17.0.0/16", 16), ("172.18.0.
                                                ("192.168.0.0/16", 20))
 
 __all__ = ["IPAM", "DEFAULT_POOLS", "parse_default_pool", "parse_cidr"]
+
+
+def unique_local_prefix() -> str:
+    """A random RFC 4193 unique local /48 (fd + 40 random bits), for default IPv6 pools."""
+    import os
+
+    gid = os.urandom(5)
+    words = [0xFD00 | gid[0], (gid[1] << 8) | gid[2], (gid[3] << 8) | gid[4]]
+    return "{:x}:{:x}:{:x}::/48".format(*words)
 
 
 def parse_default_pool(text: str) -> tuple[str, int]:

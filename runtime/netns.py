@@ -102,6 +102,18 @@ class NetnsHandle:
         return os.fstat(self.fd).st_ino
 
 
+def _no_dad() -> None:
+    # Addresses come from IPAM; duplicate address detection would only keep every new
+    # interface's IPv6 link-local address tentative for ~1 s, delaying its first packets
+    # (netavark does the same).
+    for scope in ("all", "default"):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/accept_dad", "w") as f:
+                f.write("0")
+        except OSError:
+            pass  # IPv6 disabled in this kernel
+
+
 def create(path: str) -> NetnsHandle:
     """Create a new namespace bound at ``path`` with loopback up; return its handle.
 
@@ -114,6 +126,7 @@ def create(path: str) -> NetnsHandle:
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
             _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "bind")
+            _no_dad()
             return open_socket()
         except BaseException:
             _libc.umount2(path.encode(), MNT_DETACH)

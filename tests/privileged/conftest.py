@@ -30,6 +30,31 @@ def host_ns():
         shutil.rmtree(base, ignore_errors=True)
 
 
+HOST_IP, OUTSIDE_IP = "10.199.0.1", "10.199.0.2"
+HOST_IP6, OUTSIDE_IP6 = "fd99::1", "fd99::2"
+
+
+@pytest.fixture
+def outside(host_ns):
+    """Another host: a namespace with a veth to the fake host (IPv4 and IPv6) and default routes through it."""
+    from netmgr.runtime import sandbox
+
+    path = os.path.join(tempfile.mkdtemp(prefix="nmt-"), "nmt-outside")
+    handle = netns.create(path)
+    try:
+        host_ns.nl.add_veth("nmt-up0", "eth0", handle.fd, up=True)
+        up = host_ns.nl.link_index("nmt-up0")
+        host_ns.nl.add_addr(up, HOST_IP, 24)
+        host_ns.nl.add_addr(up, HOST_IP6, 64)
+        sandbox.configure_interface(handle, "eth0", [f"{OUTSIDE_IP}/24", f"{OUTSIDE_IP6}/64"], gateway=HOST_IP,
+                                    gateway6=HOST_IP6)
+        yield handle
+    finally:
+        handle.close()
+        netns.remove(path)
+        os.rmdir(os.path.dirname(path))
+
+
 @pytest.fixture
 def engine(host_ns):
     """An in-process engine whose host is ``host_ns`` (state and run dirs in a tmp dir)."""

@@ -22,23 +22,7 @@ from netmgr.runtime import netns, sandbox
 from tests.privileged.conftest import ip_json, nft_json
 from tests.privileged.helpers import request, server_argv
 
-HOST_IP, OUTSIDE_IP = "10.199.0.1", "10.199.0.2"
-
-
-@pytest.fixture
-def outside(host_ns):
-    """Another host: a namespace with a veth to the fake host and a default route through it."""
-    path = os.path.join(tempfile.mkdtemp(prefix="nmt-"), "nmt-outside")
-    handle = netns.create(path)
-    try:
-        host_ns.nl.add_veth("nmt-up0", "eth0", handle.fd, up=True)
-        host_ns.nl.add_addr(host_ns.nl.link_index("nmt-up0"), HOST_IP, 24)
-        sandbox.configure_interface(handle, "eth0", [f"{OUTSIDE_IP}/24"], gateway=HOST_IP)
-        yield handle
-    finally:
-        handle.close()
-        netns.remove(path)
-        os.rmdir(os.path.dirname(path))
+from tests.privileged.conftest import HOST_IP, OUTSIDE_IP
 
 
 def serve(engine, name, net, ports, proto="tcp", port=80, **kw):
