@@ -144,6 +144,10 @@ class NetworkDriver(Protocol):
     def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
         """After a restart: repair an endpoint's host side; False when it must be re-joined."""
 
+    def repair(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo], firewall: bool = True,
+               docker: bool = True) -> list[str]:
+        """While running: re-apply host state someone else removed; return what was done."""
+
 
 class PassiveDriver:
     """Shared no-op behaviour for drivers with nothing to do at some steps."""
@@ -190,3 +194,8 @@ class PassiveDriver:
     def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
         """Nothing on the host side."""
         return True
+
+    def repair(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo], firewall: bool = True,
+               docker: bool = True) -> list[str]:
+        """Nothing to repair."""
+        return []

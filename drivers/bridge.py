@@ -24,6 +24,7 @@ from netmgr.drivers.base import (
     PassiveDriver,
     SandboxInfo,
 )
+from netmgr.drivers import docker_compat
 from netmgr.drivers.bridge_fw import BridgeFirewall, FwNetwork, FwPort
 from netmgr.runtime import netns
 from netmgr.runtime.netlink import mapped
@@ -174,6 +175,7 @@ class BridgeDriver(PassiveDriver):
         if nets:
             self._ensure_forwarding()
         self._remove_orphan_veths(endpoints)
+        docker_compat.ensure([bridge_name(n) for n in nets], self.env.netns_path)
 
     def _remove_orphan_veths(self, endpoints: list[EndpointInfo]) -> None:
         # a crash between "veth created" and "endpoint stored" leaves a veth nobody owns
@@ -208,9 +210,21 @@ class BridgeDriver(PassiveDriver):
                 noicc.append(ep.driver_data.get("veth") or veth_name(ep))
         self.fw.rebuild([self._fw_network(n) for n in nets], ports, noicc)
 
-    def firewall_missing(self) -> bool:
-        """True when netmgr's table is gone (``nft flush ruleset``)."""
-        return not self.fw.exists()
+    def repair(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo], firewall: bool = True,
+               docker: bool = True) -> list[str]:
+        """Re-apply what someone else removed or overrode; return what was done.
+
+        ``firewall``: netmgr's tables may have been flushed or edited;
+        ``docker``: iptables' filter table changed (dockerd started), so
+        DOCKER-USER may need netmgr's accepts.
+        """
+        done = []
+        if firewall and not self.fw.intact():
+            self.rebuild_firewall(nets, endpoints)
+            done.append("rebuilt the nftables tables")
+        if docker:
+            done += docker_compat.ensure([bridge_name(n) for n in nets], self.env.netns_path)
+        return done
 
     def _bridge_index(self, net: NetworkInfo) -> int:
         name = bridge_name(net)

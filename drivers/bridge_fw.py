@@ -277,6 +277,23 @@ class BridgeFirewall:
         return self.nft.list_table(FAMILY, self.table) is not None and \
             self.nft.list_table("bridge", self.table) is not None
 
+    def intact(self) -> bool:
+        """True when every chain holds exactly its rules (cheap: chains only, no set elements)."""
+        expected: dict[tuple[str, str], int] = {}
+        for item in self._skeleton():
+            rule = item.get("add", {}).get("rule")
+            if rule:
+                key = (rule["family"], rule["chain"])
+                expected[key] = expected.get(key, 0) + 1
+        for (family, chain), count in expected.items():
+            try:
+                out = self.nft.run(f"list chain {family} {self.table} {chain}") or {}
+            except NftError:
+                return False
+            if sum(1 for i in out.get("nftables", []) if "rule" in i) != count:
+                return False
+        return True
+
     def delete(self) -> None:
         """Remove both tables (tests, daemon cleanup)."""
         self.nft.delete_table(FAMILY, self.table)

@@ -119,8 +119,7 @@ class Controller:
             if ep.network_id in self.networks:
                 self.records.add_endpoint(ep, self.networks[ep.network_id])
 
-    def restore_drivers(self) -> None:
-        """Let each driver re-create its host-side state for the stored networks."""
+    def _by_driver(self) -> tuple[dict[str, list[NetworkInfo]], dict[str, list[EndpointInfo]]]:
         nets: dict[str, list[NetworkInfo]] = {}
         eps: dict[str, list[EndpointInfo]] = {}
         for net in self.networks.values():
@@ -129,8 +128,23 @@ class Controller:
             net = self.networks.get(ep.network_id)
             if net is not None:
                 eps.setdefault(net.driver, []).append(endpoint_view(ep))
+        return nets, eps
+
+    def restore_drivers(self) -> None:
+        """Let each driver re-create its host-side state for the stored networks."""
+        nets, eps = self._by_driver()
         for name, driver in self.drivers.items():
             driver.restore(nets.get(name, []), eps.get(name, []))
+
+    def repair_host_state(self, firewall: bool = True, docker: bool = True) -> list[str]:
+        """Re-apply what something outside netmgr removed (a flushed ruleset, dockerd's policy)."""
+        nets, eps = self._by_driver()
+        done = []
+        for name, driver in self.drivers.items():
+            done += driver.repair(nets.get(name, []), eps.get(name, []), firewall, docker)
+        for line in done:
+            log.info("repair: %s", line)
+        return done
 
     def ensure_predefined(self) -> None:
         """Create ``bridge``, ``host`` and ``none`` if they are missing (first start)."""

@@ -25,6 +25,7 @@ from netmgr import errors
 from netmgr.daemon.dnsbridge import LoopDNS, make_server, parse_upstreams
 from netmgr.daemon.flags import build_parser
 from netmgr.daemon.service import NetmgrService
+from netmgr.daemon.watch import RulesetWatcher
 from netmgr.engine import Config, Engine, open_engine
 from netmgr.ipam import DEFAULT_POOLS, parse_default_pool
 from netmgr.proto.gen import netmgr_v1_netmgr_pb2_grpc as pb_grpc
@@ -115,6 +116,11 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
         if ctr.config.embedded_dns and ctr.sandbox_key and ctr.state.status == "running":
             await dns.add_sandbox(ctr.id, ctr.sandbox_key)
     watcher = ExitWatcher(loop, service)
+
+    async def repair(firewall: bool, docker: bool) -> None:
+        await loop.run_in_executor(service.worker, engine.ctl.repair_host_state, firewall, docker)
+
+    rules = RulesetWatcher(loop, engine.cfg.nft_table, repair)
     service.on_container_started = watcher.watch
     for ctr in engine.containers.list(all_=False):
         watcher.watch(ctr.id, ctr.state.shim_pid)
@@ -138,6 +144,7 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     log.info("netmgrd stopping")
     await server.stop(grace=1)
     watcher.close()
+    rules.close()
     service.worker.shutdown(wait=True)
     await dns.close()
     with contextlib.suppress(FileNotFoundError):

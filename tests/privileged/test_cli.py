@@ -245,3 +245,20 @@ def test_events_stream(world):
         proc.wait()
     assert " network create " in lines[0] and "name=nmt-ev" in lines[0] and "type=bridge" in lines[0]
     assert " network destroy " in lines[1]
+
+
+def test_flushed_ruleset_is_reapplied_without_restart(world):
+    h = world
+    before = state(h)
+    assert h.sh("nft", "flush", "ruleset").rc == 0
+    for _ in range(100):
+        time.sleep(0.05)
+        if state(h)["nft"] == before["nft"]:
+            break
+    assert state(h) == before
+    assert h.sh("nft", "delete", "chain", "inet", "netmgr", "forward").rc == 0
+    for _ in range(100):
+        time.sleep(0.05)
+        if state(h)["nft"] == before["nft"]:
+            break
+    assert state(h) == before
