@@ -177,7 +177,8 @@ class BridgeFirewall:
         return [
             {"add": {"table": {"family": "bridge", "name": self.table}}},
             {"add": self._obj("set", family="bridge", name="noicc", type="ifname")},
-            {"add": self._obj("chain", family="bridge", name="forward", type="filter", hook="forward", prio=0,
+            # before br_netfilter's hook (priority 0), which re-injects only into later chains
+            {"add": self._obj("chain", family="bridge", name="forward", type="filter", hook="forward", prio=-100,
                               policy="accept")},
             {"add": self._obj("rule", family="bridge", chain="forward",
                               expr=[_match(iif, "@noicc"), _match(oif, "@noicc"), {"drop": None}])},
