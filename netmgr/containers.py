@@ -84,6 +84,7 @@ class Containers:
         self.host_netns = host_netns  # where host-network containers run (None: the daemon's own)
         self.dir = os.path.join(state_dir, "containers")
         self.items: dict[str, Container] = {}
+        self._by_name: dict[str, str] = {}  # name -> id
 
     def load(self) -> None:
         """Read the container records and bring their state up to date."""
@@ -91,6 +92,7 @@ class Containers:
         for kv in self.ctl.store.list("containers/"):
             ctr = from_dict(Container, kv.value)
             self.items[ctr.id] = ctr
+            self._by_name[ctr.name] = ctr.id
             self.refresh(ctr)
 
     def state_dir(self, ctr: Container | str) -> str:
@@ -101,8 +103,10 @@ class Containers:
 
     def get(self, ref: str) -> Container:
         """A container by name, ID or unique ID prefix, with its state refreshed."""
-        ctr = names.lookup(ref, self.items.values(), lambda c: c.name, lambda c: c.id,
-                           lambda r: errors.ContainerNotFound(f"No such container: {r}"), "container")
+        ctr = self.items.get(ref) or self.items.get(self._by_name.get(ref, ""))  # the common cases, O(1)
+        if ctr is None:
+            ctr = names.lookup(ref, self.items.values(), lambda c: c.name, lambda c: c.id,
+                               lambda r: errors.ContainerNotFound(f"No such container: {r}"), "container")
         return self.refresh(ctr)
 
     def list(self, all_: bool = False) -> list[Container]:
@@ -143,6 +147,7 @@ class Containers:
             self.ctl.store.txn([], [Op(f"containers/{ctr.id}", to_dict(ctr)), self.ctl.put_endpoint_op(ep)])
             undo.commit()
         self.items[ctr.id] = ctr
+        self._by_name[ctr.name] = ctr.id
         self.ctl.commit_endpoint(ep)
         return ctr
 
@@ -152,13 +157,13 @@ class Containers:
         name = req.name
         if name:
             names.check_container_name(name)
-            if any(c.name == name for c in self.items.values()):
-                existing = next(c for c in self.items.values() if c.name == name)
+            if name in self._by_name:
+                existing = self.items[self._by_name[name]]
                 raise errors.AlreadyExists(
                     f'Conflict. The container name "/{name}" is already in use by container "{existing.id}". '
                     "You have to remove (or rename) that container to be able to reuse that name.")
         else:
-            name = names.random_name(lambda n: any(c.name == n for c in self.items.values()))
+            name = names.random_name(lambda n: n in self._by_name)
         net = self.ctl.network(req.network or "bridge")
         cid = new_id()
         config = ContainerConfig(
@@ -278,6 +283,7 @@ class Containers:
         for ep in self.ctl.container_endpoints(ctr.id):
             self.ctl.forget_endpoint(ep)
         self.items.pop(ctr.id, None)
+        self._by_name.pop(ctr.name, None)
         shutil.rmtree(self.state_dir(ctr), ignore_errors=True)
         if failures:
             log.warning("remove %s: %s", ctr.name, "; ".join(failures))
