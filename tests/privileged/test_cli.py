@@ -262,3 +262,20 @@ def test_flushed_ruleset_is_reapplied_without_restart(world):
         if state(h)["nft"] == before["nft"]:
             break
     assert state(h) == before
+
+
+def test_publish_port_and_ps(world):
+    h = world
+    r = h.cli("run", "-d", "--name", "nmt-pub", "--network", "nmt-n1", "-p", "8080:80", "-p", "127.0.0.1::81/udp",
+              "sleep", "600")
+    assert r.rc == 0, r.err
+    out = h.cli("port", "nmt-pub").out.splitlines()
+    assert out[0] == "80/tcp -> 0.0.0.0:8080"
+    assert out[1].startswith("81/udp -> 127.0.0.1:") and 32768 <= int(out[1].rsplit(":", 1)[1]) <= 60999
+    assert h.cli("port", "nmt-pub", "80").out == "0.0.0.0:8080\n"
+    assert h.cli("port", "nmt-pub", "82").err == "Error: No public port '82/tcp' published for nmt-pub\n"
+    ps = h.cli("ps", "--filter", "name=nmt-pub", "--format", "{{.Ports}}").out
+    assert ps.startswith("0.0.0.0:8080->80/tcp, 127.0.0.1:")
+    r = h.cli("run", "-d", "--name", "nmt-pub2", "--network", "nmt-n1", "-p", "8080:80", "sleep", "600")
+    assert (r.rc, r.err) == (125, "Bind for 0.0.0.0:8080 failed: port is already allocated\n")
+    assert h.cli("rm", "-f", "nmt-pub").rc == 0
