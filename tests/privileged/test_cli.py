@@ -279,3 +279,17 @@ def test_publish_port_and_ps(world):
     r = h.cli("run", "-d", "--name", "nmt-pub2", "--network", "nmt-n1", "-p", "8080:80", "sleep", "600")
     assert (r.rc, r.err) == (125, "Bind for 0.0.0.0:8080 failed: port is already allocated\n")
     assert h.cli("rm", "-f", "nmt-pub").rc == 0
+
+
+def test_stop_start_keeps_the_network(world):
+    h = world
+    assert h.cli("run", "-d", "--name", "nmt-ss", "--network", "nmt-n2", "sleep", "600").rc == 0
+    ip_before = json.loads(h.cli("inspect", "nmt-ss").out)[0]["NetworkSettings"]["Networks"]["nmt-n2"]["IPAddress"]
+    assert h.cli("stop", "-t", "1", "nmt-ss").out == "nmt-ss\n"
+    assert "Exited (137)" in h.cli("ps", "-a", "--filter", "name=nmt-ss").out
+    assert h.cli("exec", "nmt-ss", "true").err.startswith("Container ")
+    assert h.cli("start", "nmt-ss").out == "nmt-ss\n"
+    doc = json.loads(h.cli("inspect", "nmt-ss").out)[0]
+    assert doc["State"]["Running"] and doc["NetworkSettings"]["Networks"]["nmt-n2"]["IPAddress"] == ip_before
+    assert h.cli("exec", "nmt-ss", "busybox", "ping", "-c1", "-W2", "10.81.0.1").rc == 0
+    assert h.cli("rm", "-f", "nmt-ss").rc == 0
