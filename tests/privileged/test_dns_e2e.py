@@ -81,3 +81,49 @@ def test_daemon_restart_keeps_serving(dns_world):
     h.stop_daemon(signal.SIGKILL)
     h.start_daemon()
     assert lookup(h, "nmt-a", "nmt-b") == [ip(h, "nmt-b", "nmt-d1")]
+
+
+FAKE_RESOLVER = """
+import socket, sys
+from netmgr.dns import wire
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 5353))
+print("ready", flush=True)
+while True:
+    data, addr = s.recvfrom(4096)
+    q = wire.parse_query(data)
+    if q.qname.lower() == "outside.example" and q.qtype == wire.A:
+        s.sendto(wire.response(q, wire.NOERROR, [wire.rr_a("198.51.100.7", 60)]), addr)
+    else:
+        s.sendto(wire.response(q, wire.NXDOMAIN), addr)
+"""
+
+
+def test_forwarding_to_the_hosts_resolver_and_aaaa(tmp_path):
+    """Names that are not containers go to the host's resolver: a fake one in the simulated host."""
+    import subprocess
+    import sys
+
+    from netmgr.labhost import SimHost
+    from tests.conftest import unique
+
+    h = SimHost(unique(), str(tmp_path), daemon_args=("--dns-upstream", "127.0.0.1:5353"))
+    h.up()
+    resolver = subprocess.Popen(["nsenter", f"--net={h.netns_path}", sys.executable, "-c", FAKE_RESOLVER],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert resolver.stdout.readline().strip() == "ready"
+        assert h.cli("network", "create", "--ipv6", "--subnet", "10.92.0.0/24", "--subnet", "fd42:92::/64",
+                     "nmt-d6").rc == 0
+        for name in ("nmt-x", "nmt-y"):
+            assert h.cli("run", "-d", "--name", name, "--network", "nmt-d6", "sleep", "600").rc == 0
+        assert lookup(h, "nmt-x", "outside.example") == ["198.51.100.7"]
+        r = h.cli("exec", "nmt-x", "busybox", "nslookup", "-type=a", "nosuch.example", "127.0.0.11")
+        assert "NXDOMAIN" in r.out
+        y6 = json.loads(h.cli("inspect", "nmt-y").out)[0]["NetworkSettings"]["Networks"]["nmt-d6"]["GlobalIPv6Address"]
+        r = h.cli("exec", "nmt-x", "busybox", "nslookup", "-type=aaaa", "nmt-y", "127.0.0.11")
+        assert y6 and y6 in r.out
+    finally:
+        resolver.kill()
+        resolver.wait()
+        h.down()
