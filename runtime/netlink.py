@@ -35,6 +35,7 @@ from pyroute2.netlink import (
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
+    NLM_F_REPLACE,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -48,6 +49,8 @@ from pyroute2.netlink.rtnl import (
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_DELNEIGH,
+    RTM_NEWNEIGH,
     RTM_NEWROUTE,
     RTM_SETLINK,
 )
@@ -270,6 +273,39 @@ class Netlink:
         flags = IFF_UP if up else 0
         msg = nlmsg.ifinfo(flags=flags, change=flags, attrs=nlmsg.link_attrs(name, mtu, None, master) + info)
         self.request((msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add veth {name}"))
+
+    def add_vxlan(self, name: str, vni: int, local: str, port: int = 4789, mtu: int | None = None,
+                  underlay_index: int | None = None, master: int | None = None, up: bool = True) -> int:
+        """Create a VXLAN device with learning off and ARP proxy on; return its index.
+
+        With learning off and no all-zeros FDB entry nothing is flooded to
+        other hosts: every remote MAC and IP is programmed (:meth:`fdb_add`,
+        :meth:`neigh_add`), and the device answers ARP from its neighbour table.
+        """
+        info = nlmsg.linkinfo("vxlan", nlmsg.vxlan_data(vni, local, port, underlay_index))
+        flags = IFF_UP if up else 0
+        msg = nlmsg.ifinfo(flags=flags, change=flags, attrs=nlmsg.link_attrs(name, mtu, None, master) + info)
+        self.request((msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add vxlan {name} (VNI {vni})"))
+        return self._index_or_fail(name)
+
+    def fdb_add(self, index: int, mac: str, dst: str) -> None:
+        """Frames for ``mac`` on the VXLAN device ``index`` go to VTEP ``dst`` (replaces)."""
+        self.request((nlmsg.fdb(index, mac, dst), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, f"add fdb {mac}"))
+
+    def fdb_del(self, index: int, mac: str, dst: str | None = None) -> None:
+        """Remove an FDB entry; already gone is success."""
+        with contextlib.suppress(errors.NotFound):
+            self.request((nlmsg.fdb(index, mac, dst), RTM_DELNEIGH, 0, f"delete fdb {mac}"))
+
+    def neigh_add(self, index: int, address: str, mac: str) -> None:
+        """A permanent neighbour entry ``address`` → ``mac`` on ``index`` (replaces)."""
+        self.request((nlmsg.neigh(index, address, mac), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                      f"add neighbour {address}"))
+
+    def neigh_del(self, index: int, address: str, mac: str = "00:00:00:00:00:00") -> None:
+        """Remove a neighbour entry; already gone is success."""
+        with contextlib.suppress(errors.NotFound):
+            self.request((nlmsg.neigh(index, address, mac), RTM_DELNEIGH, 0, f"delete neighbour {address}"))
 
     def _index_or_fail(self, name: str) -> int:
         index = self.link_index(name)

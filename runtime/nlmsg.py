@@ -32,6 +32,14 @@ VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+# linux/if_link.h IFLA_VXLAN_*
+VXLAN_ID, VXLAN_LINK, VXLAN_LOCAL, VXLAN_TTL, VXLAN_LEARNING, VXLAN_PROXY, VXLAN_PORT = 1, 3, 4, 5, 7, 11, 15
+VXLAN_LOCAL6 = 17
+# linux/neighbour.h
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+AF_BRIDGE = 7
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 
@@ -107,6 +115,36 @@ def linkinfo(kind: str, data: bytes = b"") -> bytes:
 def veth_peer(name: str, netns_fd: int | None, mac: str | None, mtu: int | None) -> bytes:
     """VETH_INFO_PEER: an ifinfomsg and the peer's attributes."""
     return nla(VETH_INFO_PEER, _IFINFO.pack(0, 0, 0, 0, 0) + link_attrs(name, mtu, mac, None, netns_fd))
+
+
+def vxlan_data(vni: int, local: str, port: int = 4789, underlay_index: int | None = None,
+               learning: bool = False, proxy: bool = True) -> bytes:
+    """IFLA_INFO_DATA of a VXLAN device: no learning (peers are programmed), ARP proxy on."""
+    out = nla_u32(VXLAN_ID, vni)
+    out += nla_ip(VXLAN_LOCAL6 if ":" in local else VXLAN_LOCAL, local)
+    if underlay_index:
+        out += nla_u32(VXLAN_LINK, underlay_index)
+    out += nla(VXLAN_PORT, struct.pack("!H", port))
+    out += nla(VXLAN_LEARNING, bytes([1 if learning else 0]))
+    out += nla(VXLAN_PROXY, bytes([1 if proxy else 0]))
+    return out
+
+
+# struct ndmsg: family, pad1, pad2, ifindex, state, flags, type
+_NDMSG = struct.Struct("=BBHiHBB")
+
+
+def fdb(index: int, mac: str, dst: str | None) -> RawMsg:
+    """A bridge FDB entry on a VXLAN device: frames for ``mac`` go to the VTEP ``dst``."""
+    attrs = nla_mac(NDA_LLADDR, mac) + (nla_ip(NDA_DST, dst) if dst else b"")
+    return RawMsg(_NDMSG.pack(AF_BRIDGE, 0, 0, index, NUD_PERMANENT, NTF_SELF, 0) + attrs)
+
+
+def neigh(index: int, address: str, mac: str) -> RawMsg:
+    """A permanent neighbour entry (IP → MAC) on ``index``."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return RawMsg(_NDMSG.pack(family, 0, 0, index, NUD_PERMANENT, 0, 0)
+                  + nla_ip(NDA_DST, address) + nla_mac(NDA_LLADDR, mac))
 
 
 def ifaddr(index: int, address: str, prefixlen: int) -> RawMsg:
