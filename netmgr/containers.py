@@ -338,5 +338,25 @@ class Containers:
             raise errors.Conflict(f"Container {ctr.id} is not running")
         return rt.exec_argv(ctr.state.pid, list(argv), env=env)
 
+    def stats(self, ref: str) -> dict:
+        """One resource sample of a running container (``netmgr stats``)."""
+        ctr = self.get(ref)
+        if ctr.state.status != "running":
+            raise errors.Conflict(f"Container {ctr.id} is not running")
+        cg = rt.stats(self.state_dir(ctr))
+        rx = tx = 0
+        try:
+            with open(f"/proc/{ctr.state.pid}/net/dev") as f:  # the container's own namespace
+                for line in f.readlines()[2:]:
+                    name, _, fields = line.partition(":")
+                    if name.strip() != "lo":
+                        nums = fields.split()
+                        rx, tx = rx + int(nums[0]), tx + int(nums[8])
+        except OSError:
+            pass
+        mem = (cg.memory_usage or 0) - (cg.memory_cache or 0)
+        return {"Id": ctr.id, "Name": ctr.name, "CpuNs": cg.cpu_usage_ns or 0, "MemUsage": max(mem, 0),
+                "MemLimit": cg.memory_limit or 0, "Pids": cg.pids_current or 0, "NetRx": rx, "NetTx": tx}
+
     def close(self) -> None:
         """Nothing held open (containers survive the daemon)."""

@@ -217,6 +217,12 @@ class NetmgrService(pb_grpc.NetmgrServicer):
             self.events.publish("container", "destroy", ctr.id, name=ctr.name)
         return await self._batch(context, request.refs, remove)
 
+    async def ContainerStats(self, request, context):
+        def op():
+            refs = list(request.refs) or [c.id for c in self.ctrs.list(all_=False)]
+            return [_dumps(self.ctrs.stats(r)) for r in refs]
+        return pb.Documents(json=await self.run(context, op))
+
     async def ContainerExec(self, request, context):
         env = tuple(tuple(e.split("=", 1)) for e in request.env if "=" in e)
         argv = await self.run(context, self.ctrs.exec_argv, request.container, list(request.argv), env)

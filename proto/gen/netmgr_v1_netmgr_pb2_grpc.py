@@ -115,6 +115,11 @@ class NetmgrStub:
                 request_serializer=netmgr_dot_v1_dot_netmgr__pb2.WaitRequest.SerializeToString,
                 response_deserializer=netmgr_dot_v1_dot_netmgr__pb2.WaitResponse.FromString,
                 _registered_method=True)
+        self.ContainerStats = channel.unary_unary(
+                '/netmgr.v1.Netmgr/ContainerStats',
+                request_serializer=netmgr_dot_v1_dot_netmgr__pb2.Refs.SerializeToString,
+                response_deserializer=netmgr_dot_v1_dot_netmgr__pb2.Documents.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/netmgr.v1.Netmgr/Events',
                 request_serializer=netmgr_dot_v1_dot_netmgr__pb2.EventsRequest.SerializeToString,
@@ -231,6 +236,14 @@ class NetmgrServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ContainerStats(self, request, context):
+        """One sample per running container: {"Id", "Name", "CpuNs", "MemUsage", "MemLimit", "Pids",
+        "NetRx", "NetTx"} (bytes and nanoseconds; the CLI turns two samples into rates).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -331,6 +344,11 @@ def add_NetmgrServicer_to_server(servicer, server):
                     servicer.ContainerWait,
                     request_deserializer=netmgr_dot_v1_dot_netmgr__pb2.WaitRequest.FromString,
                     response_serializer=netmgr_dot_v1_dot_netmgr__pb2.WaitResponse.SerializeToString,
+            ),
+            'ContainerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerStats,
+                    request_deserializer=netmgr_dot_v1_dot_netmgr__pb2.Refs.FromString,
+                    response_serializer=netmgr_dot_v1_dot_netmgr__pb2.Documents.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -780,6 +798,33 @@ class Netmgr:
             '/netmgr.v1.Netmgr/ContainerWait',
             netmgr_dot_v1_dot_netmgr__pb2.WaitRequest.SerializeToString,
             netmgr_dot_v1_dot_netmgr__pb2.WaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netmgr.v1.Netmgr/ContainerStats',
+            netmgr_dot_v1_dot_netmgr__pb2.Refs.SerializeToString,
+            netmgr_dot_v1_dot_netmgr__pb2.Documents.FromString,
             options,
             channel_credentials,
             insecure,

@@ -293,3 +293,12 @@ def test_stop_start_keeps_the_network(world):
     assert doc["State"]["Running"] and doc["NetworkSettings"]["Networks"]["nmt-n2"]["IPAddress"] == ip_before
     assert h.cli("exec", "nmt-ss", "busybox", "ping", "-c1", "-W2", "10.81.0.1").rc == 0
     assert h.cli("rm", "-f", "nmt-ss").rc == 0
+
+
+def test_stats(world):
+    h = world
+    assert h.cli("run", "-d", "--name", "nmt-st", "--network", "nmt-n1", "--memory", "64m", "sleep", "600").rc == 0
+    out = h.cli("stats", "--no-stream", "nmt-st").out.splitlines()
+    assert out[0].split()[:4] == ["CONTAINER", "ID", "NAME", "CPU"]
+    assert "nmt-st" in out[1] and "/ 64MiB" in out[1]
+    assert h.cli("rm", "-f", "nmt-st").rc == 0
