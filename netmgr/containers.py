@@ -295,8 +295,10 @@ class Containers:
         """``network connect``: a new interface (eth1, eth2…) in the container's sandbox."""
         net = self.ctl.network(net_ref)
         ctr = self.get(ctr_ref)
-        if not ctr.sandbox_key and self.ctl.container_endpoints(ctr.id):
-            raise errors.Conflict("container cannot be disconnected from host network or connected to host network")
+        if not ctr.sandbox_key and self.ctl.container_endpoints(ctr.id) and net.driver != "host":
+            raise errors.Conflict(
+                "container sharing network namespace with another container or host cannot be connected to any "
+                "other network")
         self.ctl.check_attach(net, ctr, req)
         with UndoStack() as undo:
             ep = self.ctl.attach(undo, net, ctr, req)

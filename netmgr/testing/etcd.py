@@ -12,13 +12,16 @@ client (requests time out rather than being refused). ``kill()`` simulates a
 crash and keeps the data, so ``start()`` brings the same member back on the
 same ports. ``stop()`` ends the process and removes ``data_dir``.
 
-The child gets ``PR_SET_PDEATHSIG`` so an etcd never outlives the test
-process that started it, even when that process is killed.
+etcd is started through util-linux ``setpriv --pdeathsig KILL`` (when
+present), so it never outlives the test process that started it, even when
+that process is killed. (The kernel sends that signal when the *thread* that
+started etcd exits: start it from a thread that lives as long as you need it.)
+A ``preexec_fn`` doing the prctl would be unsafe in a process with threads,
+and the store's gRPC threads are there.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -32,7 +35,7 @@ import uuid
 __all__ = ["ETCD_BINARY", "EtcdServer", "EtcdCluster", "free_port"]
 
 ETCD_BINARY = "/usr/bin/etcd"
-_PR_SET_PDEATHSIG = 1
+SETPRIV = "/usr/bin/setpriv"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -40,13 +43,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
 
 
 class EtcdServer:
@@ -137,9 +133,10 @@ class EtcdServer:
         self._log = open(self.log_path, "ab")
         # ETCD_* variables from the caller's environment would override our flags
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        self.proc = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, preexec_fn=_die_with_parent,
+        wrapper = [SETPRIV, "--pdeathsig", "KILL", "--"] if os.path.exists(SETPRIV) else []
+        self.proc = subprocess.Popen(  # setpriv execs etcd: the pid is etcd's
+            wrapper + self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
         )
         if wait:
             self.wait_ready()

@@ -108,7 +108,7 @@ def test_host_and_none_networks(engine, host_ns):
         engine.containers.connect("bridge", "nmt-none", AttachRequest())
     h = _run(engine, "nmt-host", "host")
     assert h.sandbox_key == ""
-    with pytest.raises(errors.Conflict, match="host network"):
+    with pytest.raises(errors.Conflict, match="sharing network namespace with another container or host"):
         engine.containers.connect("bridge", "nmt-host", AttachRequest())
 
 
