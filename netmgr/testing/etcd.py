@@ -162,9 +162,29 @@ class EtcdServer:
         except (OSError, ValueError):
             return False
 
-    def pause(self) -> None:
-        """SIGSTOP: the member stays connected but answers nothing (an unreachable etcd)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the member stays connected but answers nothing (an unreachable etcd).
+
+        Returns once every thread of etcd is stopped, so no request sent afterwards is served
+        before :meth:`resume` (requests are then served: a write that timed out may still apply).
+        """
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not self._all_threads_stopped():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcd {self.name} did not stop after SIGSTOP")
+            time.sleep(0.005)
+
+    def _all_threads_stopped(self) -> bool:
+        task_dir = f"/proc/{self.proc.pid}/task"
+        try:
+            for tid in os.listdir(task_dir):
+                with open(f"{task_dir}/{tid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                        return False
+        except FileNotFoundError:
+            return False  # a thread came or went: look again
+        return True
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""

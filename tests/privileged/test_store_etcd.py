@@ -419,12 +419,14 @@ def test_lost_lease_is_regranted_and_keys_re_put(etcd, prefix, make_store):
     owner.put("peer", {"p": 2}, lease=True)
     owner.put("unleased", {"u": 1}, lease=True)
     owner.put("unleased", {"u": 2})  # a put without the lease detaches the key
-    raw(etcd, lambda c: c.revoke_lease(old))  # behind the store's back
-    assert owner.get("node") is None
-    owner.put("late", {"l": 1}, lease=True)  # finds the lease gone, recovers, retries
-    assert wait_until(lambda: lost, timeout=5)
+    raw(etcd, lambda c: c.revoke_lease(old))  # behind the store's back: its keys are deleted
+    assert wait_until(lambda: lost, timeout=5)  # the keepalive finds it gone
+    mid = owner.lease_id
+    raw(etcd, lambda c: c.revoke_lease(mid))
+    owner.put("late", {"l": 1}, lease=True)  # finds the lease gone (unless the keepalive did), retries
+    assert wait_until(lambda: len(lost) == 2, timeout=5)
     new = owner.lease_id
-    assert lost == [new] and new != old
+    assert lost == [mid, new] and len({old, mid, new}) == 3
     assert owner.get("node").value == {"n": 1} and owner.get("peer").value == {"p": 2}
     assert {key: raw_lease(etcd, prefix, key) for key in ("node", "peer", "late", "unleased")} == {
         "node": new, "peer": new, "late": new, "unleased": 0}
@@ -441,9 +443,9 @@ def test_paused_etcd_raises_unavailable_within_timeout_then_recovers(etcd, make_
     s.watch("", seen.append)
     s.put("k", {"v": 1})
     etcd.pause()
-    try:
-        for call in (lambda: s.get("k"), lambda: s.put("k", {"v": 2}), lambda: s.list(""),
-                     lambda: s.cas("k", {}, 1), lambda: s.watch("x", print)):
+    try:  # the timed-out writes reach etcd and apply after resume(): they use other keys
+        for call in (lambda: s.get("k"), lambda: s.put("late", {}), lambda: s.list(""),
+                     lambda: s.cas("late2", {}, 0), lambda: s.watch("x", print)):
             t0 = time.monotonic()
             with pytest.raises(errors.Unavailable) as exc:
                 call()
@@ -453,7 +455,8 @@ def test_paused_etcd_raises_unavailable_within_timeout_then_recovers(etcd, make_
         etcd.resume()
     assert retry(lambda: s.get("k")).value == {"v": 1}
     s.put("k2", {})
-    assert wait_until(lambda: [e.key for e in seen] == ["k", "k2"])
+    assert wait_until(lambda: seen and seen[-1].key == "k2")
+    assert {e.key for e in seen} <= {"k", "late", "late2", "k2"} and seen[0].key == "k"
 
 
 def test_nothing_listening_is_unavailable(make_store):
