@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from typing import Any
 
 from netmgr import errors
@@ -249,8 +251,16 @@ class BridgeDriver(PassiveDriver):
         master = self._bridge_index(net)
         mtu = int(net.options.get(OPT_MTU) or 0) or None
         host_if = ep.driver_data.get("veth") or veth_name(ep)
-        with mapped(f"create endpoint {ep.id[:12]}"):
-            self.env.nl.add_veth(host_if, sb.ifname, sb.handle.fd, ep.mac or None, mtu, master=master, up=True)
+        try:
+            with mapped(f"create endpoint {ep.id[:12]}"):
+                self.env.nl.add_veth(host_if, sb.ifname, sb.handle.fd, ep.mac or None, mtu, master=master, up=True)
+        except errors.KernelError as exc:
+            if exc.errno == errno.EXFULL:
+                raise errors.Conflict(f"network {net.name} is full: a Linux bridge holds at most 1023 endpoints") from exc
+            raise
+        # a bridge port needs no IPv6 of its own: no solicitations flooded to every other port
+        with contextlib.suppress(errors.NetmgrError):
+            netns.sysctl_write(self.env.netns_path, f"net.ipv6.conf.{host_if}.disable_ipv6", "1")
         if not _bool_opt(net, OPT_ICC):
             try:
                 self.fw.add_noicc(host_if)

@@ -58,7 +58,7 @@ class SimHost:
         """Create the namespace (loopback up) and start the daemon; wait for its socket."""
         os.makedirs(self.dir, exist_ok=True)
         netns.ensure_ns_dir(NETNS_DIR)
-        netns.create(self.netns_path).close()
+        netns.create(self.netns_path, sandbox=False).close()
         try:
             self.start_daemon(timeout)
         except BaseException:

@@ -27,14 +27,24 @@ class PortAllocator:
     def __init__(self, ephemeral: tuple[int, int] = EPHEMERAL) -> None:
         self.ephemeral = ephemeral
         self._used: dict[tuple[str, str, int], str] = {}
+        self._addrs: dict[tuple[str, int], set[str]] = {}  # (proto, port) -> host addresses using it
         self._next = ephemeral[0]
 
     def _conflict(self, proto: str, host_ip: str, port: int) -> bool:
-        if (proto, host_ip, port) in self._used:
-            return True
-        if host_ip == "":
-            return any(p == proto and n == port for (p, _ip, n) in self._used)
-        return (proto, "", port) in self._used
+        addrs = self._addrs.get((proto, port), set())
+        return bool(addrs) if host_ip == "" else (host_ip in addrs or "" in addrs)
+
+    def _take(self, owner: str, proto: str, host_ip: str, port: int) -> None:
+        self._used[(proto, host_ip, port)] = owner
+        self._addrs.setdefault((proto, port), set()).add(host_ip)
+
+    def _free(self, proto: str, host_ip: str, port: int) -> None:
+        self._used.pop((proto, host_ip, port), None)
+        addrs = self._addrs.get((proto, port))
+        if addrs is not None:
+            addrs.discard(host_ip)
+            if not addrs:
+                del self._addrs[(proto, port)]
 
     def allocate(self, owner: str, wanted: tuple[PortMapping, ...]) -> tuple[PortMapping, ...]:
         """Reserve every binding (all or none); host port 0 becomes an ephemeral port."""
@@ -46,12 +56,12 @@ class PortAllocator:
                 if self._conflict(m.protocol, m.host_ip, port):
                     raise errors.AlreadyExists(
                         f"Bind for {_shown_ip(m.host_ip)}:{port} failed: port is already allocated")
-                self._used[(m.protocol, m.host_ip, port)] = owner
+                self._take(owner, m.protocol, m.host_ip, port)
                 taken.append((m.protocol, m.host_ip, port))
                 out.append(dataclasses.replace(m, host_port=port))
         except BaseException:
             for key in taken:
-                self._used.pop(key, None)
+                self._free(*key)
             raise
         return tuple(out)
 
@@ -68,9 +78,9 @@ class PortAllocator:
     def mark(self, owner: str, ports: tuple[PortMapping, ...]) -> None:
         """Record bindings already in use (restore from the store)."""
         for m in ports:
-            self._used[(m.protocol, m.host_ip, m.host_port)] = owner
+            self._take(owner, m.protocol, m.host_ip, m.host_port)
 
     def release(self, ports: tuple[PortMapping, ...]) -> None:
         """Free bindings (idempotent)."""
         for m in ports:
-            self._used.pop((m.protocol, m.host_ip, m.host_port), None)
+            self._free(m.protocol, m.host_ip, m.host_port)

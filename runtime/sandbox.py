@@ -11,6 +11,7 @@ from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 
 from netmgr import errors
+from netmgr.runtime import netns
 from netmgr.runtime.netns import NetnsHandle
 
 __all__ = ["configure_interface", "remove_interface"]
@@ -29,6 +30,9 @@ def configure_interface(
     index = nl.link_index(ifname)
     if index is None:
         raise errors.KernelError(f"configure {ifname}: interface is not in the sandbox")
+    if any(":" in a for a in addresses):
+        # sandboxes create interfaces with IPv6 off (see netns._no_dad)
+        netns.sysctl_write(handle.path, f"net.ipv6.conf.{ifname}.disable_ipv6", "0")
     steps = []
     for cidr in addresses:
         addr, _, plen = cidr.partition("/")

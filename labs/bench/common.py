@@ -112,3 +112,195 @@ def in_initial_netns() -> bool:
         return own == os.stat("/proc/1/ns/net").st_ino
     except OSError:
         return False
+
+
+# -- shared by scale.py, ports.py and dns.py ------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    """Progress and diagnostics go to stderr (the report goes to stdout)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def percentile(samples: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile: the ceil(q·n)-th smallest sample (q in (0, 1])."""
+    ordered = sorted(samples)
+    if not ordered:
+        raise ValueError("percentile of no samples")
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def summary99(samples: list[float]) -> dict:
+    """:func:`summary` plus the nearest-rank p99."""
+    return summary(samples) | {"p99_ms": percentile(samples, 0.99)}
+
+
+def window(samples: list[float], point: int, width: int) -> tuple[int, int]:
+    """The 1-based inclusive range of ``width`` consecutive samples centred on sample ``point``.
+
+    Clamped to the list: the window of the 1st sample is samples 1..width.
+    """
+    n = len(samples)
+    width = max(1, min(width, n))
+    lo = max(1, point - width // 2 + (1 if width % 2 == 0 else 0))
+    lo = min(lo, n - width + 1)
+    return lo, lo + width - 1
+
+
+def daemon_facts(pid: int | None) -> dict:
+    """Open file descriptors, threads and resident memory of a process (the daemon), best effort."""
+    out: dict = {}
+    if not pid:
+        return out
+    try:
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    out["rss_mib"] = round(int(line.split()[1]) / 1024, 1)
+                elif line.startswith("Threads:"):
+                    out["threads"] = int(line.split()[1])
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    out["nofile_soft"] = line.split()[3]
+    except OSError:
+        pass
+    return out
+
+
+def mem_available_mib() -> int | None:
+    """MemAvailable of the machine, in MiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def remove_containers(client, refs: list[str], chunk: int = 50) -> tuple[float, list[str]]:
+    """``ContainerRemove(force)`` of ``refs`` in chunks; (seconds taken, failure messages)."""
+    from netmgr.proto.gen import netmgr_v1_netmgr_pb2 as pb
+
+    failures: list[str] = []
+    start = time.perf_counter()
+    for i in range(0, len(refs), chunk):
+        resp = client.call("ContainerRemove", pb.Refs(refs=refs[i:i + chunk], force=True), timeout=600)
+        failures += [f"{f.ref}: {f.message}" for f in resp.failures]
+    return time.perf_counter() - start, failures
+
+
+def run_on_simhost(prefix: str, body: Callable, results: dict, fast_down: bool = False) -> int:
+    """Run ``body(host, base_dir)`` on a fresh simulated host and always remove the host.
+
+    The host is ``netmgr.labhost.SimHost`` named ``<prefix>-<6 hex>`` (namespace
+    ``/run/netns/<name>``, state under ``/tmp/nmb-<8 hex>/``). ``SimHost.down()`` runs
+    in ``finally``, also on Ctrl-C and SIGTERM; a second Ctrl-C during the cleanup is
+    ignored. With ``fast_down`` the daemon is stopped first, so ``down()`` removes the
+    containers without it: it kills the shims, removes the cgroups, unmounts the
+    sandboxes and deletes the host namespace (every veth and bridge with it), in
+    seconds, where removing 1000 containers one by one through the daemon takes a
+    minute (and ``down()``'s own ``rm -f`` gives up after 60 s). Returns 0 when
+    ``body`` returned, 1 when it raised (the error goes to ``results["problems"]`` and
+    the daemon log's tail to stderr), 130 when interrupted.
+    Only this process cleans up: a forked child that receives SIGTERM exits at once.
+    """
+    import shutil
+    import signal
+    import traceback
+
+    from netmgr.labhost import SimHost
+
+    main_pid = os.getpid()
+
+    def on_sigterm(_sig, _frame):
+        if os.getpid() != main_pid:  # never unwind into the cleanup in a forked child
+            os._exit(1)
+        raise KeyboardInterrupt
+
+    prev_int = signal.getsignal(signal.SIGINT)
+    prev_term = signal.signal(signal.SIGTERM, on_sigterm)
+    base = f"/tmp/nmb-{rand_tag(8)}"
+    host = SimHost(f"{prefix}-{rand_tag()}", base)
+    results.setdefault("problems", [])
+    rc = 0
+    try:
+        log(f"bench: simulated host {host.name} (dir {host.dir})")
+        host.up()
+        body(host, base)
+    except Exception as exc:  # noqa: BLE001 - report whatever broke (netmgr errors included), then clean up
+        rc = 1
+        results["problems"].append(f"{type(exc).__name__}: {exc}")
+        log(f"bench: FAILED:\n{traceback.format_exc()}")
+        tail = host.daemon_log()[-3000:]
+        if tail:
+            log(f"--- {host.dir}/netmgrd.log (tail) ---\n{tail}")
+    except KeyboardInterrupt:
+        rc = 130
+        log("bench: interrupted, cleaning up")
+    finally:
+        if os.getpid() != main_pid:
+            os._exit(1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            start = time.perf_counter()
+            if fast_down:
+                host.stop_daemon()
+            host.down()
+            log(f"bench: simulated host removed ({time.perf_counter() - start:.1f} s)")
+        finally:
+            from netmgr.runtime import netns
+
+            floor_dir = os.path.join(base, "floor-ns")  # namespace files a killed floor.py may have left
+            for name in os.listdir(floor_dir) if os.path.isdir(floor_dir) else []:
+                netns.remove(os.path.join(floor_dir, name))
+            shutil.rmtree(base, ignore_errors=True)
+            signal.signal(signal.SIGINT, prev_int)
+            signal.signal(signal.SIGTERM, prev_term)
+    return rc
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters from /proc/stat (user nice system idle iowait irq softirq steal)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def cpu_shares(before: list[int], after: list[int]) -> dict:
+    """Share of all CPU time between two :func:`cpu_times` readings: busy, system, softirq, idle (0..1)."""
+    d = [b - a for a, b in zip(before, after)]
+    total = sum(d) or 1
+    return {"busy": 1 - (d[3] + d[4]) / total, "user": (d[0] + d[1]) / total, "system": d[2] / total,
+            "softirq": (d[5] + d[6]) / total, "idle": (d[3] + d[4]) / total}
+
+
+def settle(max_seconds: float, softirq_below: float = 0.05, busy_below: float = 0.25) -> dict:
+    """Wait (1 s samples, at most ``max_seconds``) until the machine is quiet; what was seen.
+
+    Quiet: one second with less than ``softirq_below`` of the CPU time in (soft)irq and less
+    than ``busy_below`` busy. After many interfaces are created the kernel keeps flooding
+    their IPv6 multicast (router solicitations, MLD reports) for several seconds.
+    """
+    samples = []
+    start = time.monotonic()
+    while True:
+        a = cpu_times()
+        time.sleep(1.0)
+        s = cpu_shares(a, cpu_times())
+        samples.append(s)
+        if s["softirq"] < softirq_below and s["busy"] < busy_below:
+            return {"seconds": time.monotonic() - start, "quiet": True, "samples": samples}
+        if time.monotonic() - start >= max_seconds:
+            return {"seconds": time.monotonic() - start, "quiet": False, "samples": samples}
+
+
+def teardown(client, refs: list[str], sample: int) -> dict:
+    """Remove the last ``sample`` of ``refs`` through the API (timed); the rest is left to
+    ``run_on_simhost(fast_down=True)``."""
+    some = refs[-sample:] if sample > 0 else []
+    seconds, failures = remove_containers(client, some) if some else (0.0, [])
+    return {"removed": len(some), "seconds": seconds, "failures": failures, "left_to_down": len(refs) - len(some)}

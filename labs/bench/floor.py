@@ -224,7 +224,7 @@ class Floor:
     def setup(self, own_host_ns: bool) -> None:
         if own_host_ns:
             self.host_ns_path = os.path.join(self.ns_dir, f"nmf-host-{self.tag}")
-            self.host_handle = netns.create(self.host_ns_path)
+            self.host_handle = netns.create(self.host_ns_path, sandbox=False)
             self.host = RawNl(netns.run_in(self.host_ns_path, RawNl.open))
         else:
             self.host = RawNl(RawNl.open())

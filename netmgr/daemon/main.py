@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -151,9 +152,17 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
         os.unlink(socket_path)
 
 
+def raise_fd_limit() -> None:
+    """Every container holds ~5 descriptors in the daemon (netns, netlink, DNS, pidfd): take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     """Entry point body shared by ``netmgrd`` and ``netmgr daemon``; the daemon's error boundary."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_fd_limit()
     try:
         cfg = config_from(args)
         lock_fd = take_lock(cfg.run_dir)

@@ -21,7 +21,7 @@ def host_ns():
     """A fresh namespace playing the host (loopback up); removed afterwards."""
     base = tempfile.mkdtemp(prefix="nmt-")
     path = os.path.join(base, unique())
-    handle = netns.create(path)
+    handle = netns.create(path, sandbox=False)
     try:
         yield handle
     finally:
@@ -40,7 +40,7 @@ def outside(host_ns):
     from netmgr.runtime import sandbox
 
     path = os.path.join(tempfile.mkdtemp(prefix="nmt-"), "nmt-outside")
-    handle = netns.create(path)
+    handle = netns.create(path, sandbox=False)
     try:
         host_ns.nl.add_veth("nmt-up0", "eth0", handle.fd, up=True)
         up = host_ns.nl.link_index("nmt-up0")
