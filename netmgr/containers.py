@@ -30,6 +30,7 @@ from netmgr.store import Op
 from netmgr.undo import UndoStack
 
 log = logging.getLogger("netmgr.containers")
+EXIT_CODE_GRACE = 2.0  # seconds a shim gets to record the exit code after its container died
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,12 @@ class Containers:
         if rt.is_running(self.state_dir(ctr), ctr.state.pid):
             return ctr
         code = rt.exit_code(self.state_dir(ctr))
+        if code is None:
+            # the process is gone but its shim may not have written the exit code yet
+            try:
+                code = rt.wait(self.state_dir(ctr), EXIT_CODE_GRACE)
+            except errors.NetmgrError:
+                code = None  # the shim was killed too: the code is lost
         state = dataclasses.replace(ctr.state, status="exited", exit_code=code if code is not None else 137,
                                     finished_at=now_rfc3339(), pid=0)
         return self._save(dataclasses.replace(ctr, state=state))
