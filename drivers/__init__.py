@@ -13,20 +13,23 @@ from netmgr.drivers.base import HostEnv, NetworkDriver
 from netmgr.drivers.bridge import BridgeDriver
 from netmgr.drivers.host import HostDriver
 from netmgr.drivers.null import NullDriver
+from netmgr.drivers.overlay import OverlayDriver
 
 BUILTIN = {
     "bridge": BridgeDriver,
     "host": HostDriver,
     "null": NullDriver,
+    "overlay": OverlayDriver,
 }
 
 
-def make_drivers(env: HostEnv) -> dict[str, NetworkDriver]:
-    """One instance of each built-in driver bound to the host's handles."""
+def make_drivers(env: HostEnv, cluster=None, advertise_addr: str = "") -> dict[str, NetworkDriver]:
+    """One instance of each built-in driver bound to the host's handles (and the cluster, if any)."""
     return {
         "bridge": BridgeDriver(env),
         "host": HostDriver(),
         "null": NullDriver(),
+        "overlay": OverlayDriver(env, cluster, advertise_addr),
     }
 
 

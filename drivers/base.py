@@ -31,6 +31,8 @@ class Capability:
     shares_host_netns: bool = False
     #: the driver gives endpoints no interface at all (null driver)
     no_interface: bool = False
+    #: endpoints reach the outside through the host's gateway bridge (overlay, as docker_gwbridge)
+    gateway_bridge: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,14 @@ class NetworkDriver(Protocol):
     def repair(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo], firewall: bool = True,
                docker: bool = True) -> list[str]:
         """While running: re-apply host state someone else removed; return what was done."""
+
+
+@runtime_checkable
+class PeerAware(Protocol):
+    """A global-scope driver that programs remote endpoints (peer records from the cluster)."""
+
+    def set_peer(self, net: NetworkInfo, key: str, record: dict | None) -> None:
+        """One remote endpoint appeared, changed (record) or left (None)."""
 
 
 class PassiveDriver:

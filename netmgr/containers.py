@@ -147,15 +147,16 @@ class Containers:
         with UndoStack() as undo:
             sdir = self._step_state_dir(undo, ctr)
             ctr = self._step_sandbox(undo, ctr, net)
-            ep = self._step_attach(undo, ctr, net, req)
-            files = etcfiles.write(sdir, ctr.config.hostname, [ep.ipv4, ep.ipv6], ctr.config.embedded_dns)
+            eps = self._step_attach(undo, ctr, net, req)
+            files = etcfiles.write(sdir, ctr.config.hostname, [eps[0].ipv4, eps[0].ipv6], ctr.config.embedded_dns)
             self._step_dns(undo, ctr)
             ctr = self._step_start(undo, ctr, files)
-            self.ctl.store.txn([], [Op(f"containers/{ctr.id}", to_dict(ctr)), self.ctl.put_endpoint_op(ep)])
+            self.ctl.store.txn([], [Op(f"containers/{ctr.id}", to_dict(ctr))] + [self.ctl.put_endpoint_op(e) for e in eps])
             undo.commit()
         self.items[ctr.id] = ctr
         self._by_name[ctr.name] = ctr.id
-        self.ctl.commit_endpoint(ep)
+        for ep in eps:
+            self.ctl.commit_endpoint(ep)
         return ctr
 
     def _validate_run(self, req: RunRequest):
@@ -195,8 +196,8 @@ class Containers:
             return ctr  # the host's namespace: sandbox key ""
         return dataclasses.replace(ctr, sandbox_key=self.ctl.create_sandbox(undo, ctr.id))
 
-    def _step_attach(self, undo: UndoStack, ctr: Container, net, req: RunRequest) -> Endpoint:
-        return self.ctl.attach(undo, net, ctr, AttachRequest(req.ip, req.ip6, tuple(req.aliases)))
+    def _step_attach(self, undo: UndoStack, ctr: Container, net, req: RunRequest) -> list[Endpoint]:
+        return self.ctl.attach_all(undo, net, ctr, AttachRequest(req.ip, req.ip6, tuple(req.aliases)))
 
     def _step_dns(self, undo: UndoStack, ctr: Container) -> None:
         # before the process starts, so its first lookup already has an answer
@@ -308,11 +309,12 @@ class Containers:
                 "other network")
         self.ctl.check_attach(net, ctr, req)
         with UndoStack() as undo:
-            ep = self.ctl.attach(undo, net, ctr, req)
-            self.ctl.store.put(self.ctl.endpoint_key(ep), to_dict(ep))
+            eps = self.ctl.attach_all(undo, net, ctr, req)
+            self.ctl.store.txn([], [self.ctl.put_endpoint_op(e) for e in eps])
             undo.commit()
-        self.ctl.commit_endpoint(ep)
-        return ep
+        for ep in eps:
+            self.ctl.commit_endpoint(ep)
+        return eps[0]
 
     def disconnect(self, net_ref: str, ctr_ref: str, force: bool = False) -> None:
         """``network disconnect``: remove the container's interface on that network."""
@@ -328,11 +330,18 @@ class Containers:
             raise errors.EndpointNotFound(f"container {ctr.id} is not connected to network {net.name}")
         if net.driver == "host" and not force:
             raise errors.Conflict("container cannot be disconnected from host network or connected to host network")
-        failures = self.ctl.detach(ep, ctr)
+        if net.scope == "global" and not force:
+            self.ctl.unpublish(ep)  # fails fast while the cluster is unreachable, before anything changed
+        gateway = self.ctl.unneeded_gateway(ctr.id, ep)
+        failures = self.ctl.detach(ep, ctr, unpublished=not force)
+        if gateway is not None:
+            failures += self.ctl.detach(gateway, ctr)
         if failures and not force:
             raise errors.KernelError(f"disconnect {ctr.name} from {net.name}: " + "; ".join(failures))
-        self.ctl.store.delete(self.ctl.endpoint_key(ep))
-        self.ctl.forget_endpoint(ep)
+        gone = [ep] + ([gateway] if gateway is not None else [])
+        self.ctl.store.txn([], [Op(self.ctl.endpoint_key(e)) for e in gone])
+        for e in gone:
+            self.ctl.forget_endpoint(e)
 
     # -- inspection helpers --------------------------------------------------------
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+
+import netaddr
 from dataclasses import dataclass, field
 
 from netmgr import errors, names
+from netmgr.cluster import default_global_subnet, peer_key
 from netmgr.drivers import resolve
-from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PortBinding, SandboxInfo
+from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PeerAware, PortBinding, SandboxInfo
 from netmgr.discovery import ServiceRecords
-from netmgr.ipam import IPAM
+from netmgr.ipam import IPAM, unique_local_prefix
 from netmgr.ports import PortAllocator
-from netmgr.model import Container, Endpoint, Network, PoolConfig, from_dict, new_id, now_rfc3339, to_dict
+from netmgr.model import (GATEWAY_BRIDGE, GATEWAY_NETWORK, Container, Endpoint, Network, PoolConfig, from_dict,
+                          new_id, now_rfc3339, to_dict)
 from netmgr.runtime import netns, sandbox
 from netmgr.store import Op, Store
 from netmgr.undo import UndoStack
@@ -103,6 +107,10 @@ class Controller:
         self.handles: dict[str, netns.NetnsHandle] = {}  # sandbox key -> open handle
         self.ports = PortAllocator()
         self.records = ServiceRecords()
+        #: the cluster store (netmgr.cluster.Cluster) for global-scope networks, None without one
+        self.cluster = None
+        #: peer records of endpoints on other hosts (cluster key -> record)
+        self.remote_peers: dict[str, dict] = {}
 
     # -- start-up --------------------------------------------------------------
 
@@ -194,6 +202,9 @@ class Controller:
             data = driver.create_network(driver_view(net))
             net = dataclasses.replace(net, driver_data=data)
             undo.push("delete network", driver.delete_network, driver_view(net))
+            if net.scope == "global":
+                self.cluster.create_network(net)
+                undo.push("unpublish network", self.cluster.delete_network, net)
             self.store.put(f"networks/{net.id}", to_dict(net))
             undo.commit()
         self.networks[net.id] = net
@@ -206,11 +217,15 @@ class Controller:
         if req.ipam_driver not in ("default", ""):
             raise errors.DriverNotFound(f'plugin "{req.ipam_driver}" not found')
         driver = resolve(self.drivers, req.driver)
+        scope = driver.capability().scope
         pools: tuple[PoolConfig, ...] = ()
-        if not driver.capability().no_interface:
+        if scope == "global":
+            self._require_cluster(req.driver)
+            pools = self._validate_global_pools(req)
+        elif not driver.capability().no_interface:
             pools = self._validate_pools(req)
         return Network(
-            id=new_id(), name=req.name, driver=req.driver, scope=driver.capability().scope,
+            id=new_id(), name=req.name, driver=req.driver, scope=scope,
             created=now_rfc3339(), internal=req.internal, attachable=req.attachable, ipv6=req.ipv6,
             options=dict(req.options), labels=dict(req.labels), ipam_driver=req.ipam_driver or "default",
             ipam_options=dict(req.ipam_options), pools=pools, user_subnet=bool(req.pools or req.pools6),
@@ -232,27 +247,63 @@ class Controller:
             raise errors.InvalidConfig("an IPv6 subnet needs --ipv6")
         return tuple(v4 + v6)
 
+    def _require_cluster(self, driver: str) -> None:
+        if self.cluster is None:
+            raise errors.InvalidConfig(
+                f"the {driver} driver is global-scope and needs a cluster store: start netmgrd with "
+                "--cluster-store etcd://HOST:PORT[,HOST:PORT] --advertise-addr IP")
+        self.cluster.require()
+
+    def _validate_global_pools(self, req: NetworkRequest) -> tuple[PoolConfig, ...]:
+        """Pools of a global network: no overlap with another global network, defaults from 10.0.0.0/8."""
+        v4 = [self.ipam.validate_pool(p) for p in req.pools]
+        v6 = [self.ipam.validate_pool(p) for p in req.pools6]
+        in_use = self.cluster.subnets_in_use()
+        for pool in v4 + v6:
+            subnet = netaddr.IPNetwork(pool.subnet)
+            for other in map(netaddr.IPNetwork, in_use):
+                if other.version == subnet.version and (subnet in other or other in subnet):
+                    raise errors.AlreadyExists("Pool overlaps with other one on this address space")
+        if not v4:
+            v4 = [self.ipam.validate_pool(PoolConfig(default_global_subnet(in_use)))]
+        if req.ipv6 and not v6:
+            ula = self.cluster.ula_prefix(unique_local_prefix)
+            v6 = [self.ipam.validate_pool(PoolConfig(default_global_subnet(in_use, ((ula, 64),), 6)))]
+        if v6 and not req.ipv6:
+            raise errors.InvalidConfig("an IPv6 subnet needs --ipv6")
+        return tuple(v4 + v6)
+
     def remove_network(self, ref: str) -> Network:
         """Remove a network that has no endpoints (predefined ones cannot be removed)."""
         net = self.network(ref)
         if net.predefined:
             raise errors.PermissionDenied(f"{net.name} is a pre-defined network and cannot be removed")
+        in_use = errors.InUse(f"error while removing network: network {net.name} id {net.id} has active endpoints")
         if self.network_endpoints(net.id):
-            raise errors.InUse(
-                f"error while removing network: network {net.name} id {net.id} has active endpoints")
-        driver = resolve(self.drivers, net.driver)
-        driver.delete_network(driver_view(net))
+            raise in_use
+        if net.scope == "global":
+            self._require_cluster(net.driver)
+            if self.cluster.has_endpoints(net.id):
+                raise in_use  # on another host
+            self.cluster.delete_network(net)
+        self._forget_network(net)
+        return net
+
+    def _forget_network(self, net: Network) -> None:
+        """This host's part of removing a network: driver state, local record, IPAM, names."""
+        resolve(self.drivers, net.driver).delete_network(driver_view(net))
         self.store.delete(f"networks/{net.id}")
         self.ipam.remove_network(net.id)
         self.records.remove_network(net)
+        for key in [k for k, p in self.remote_peers.items() if p.get("network") == net.id]:
+            del self.remote_peers[key]
         del self.networks[net.id]
-        return net
 
     # -- endpoints: the attach path --------------------------------------------
 
-    def next_ifname(self, container_id: str) -> str:
-        """The lowest free ``ethN`` in a container's sandbox."""
-        used = {ep.ifname for ep in self.container_endpoints(container_id)}
+    def next_ifname(self, container_id: str, pending: tuple[Endpoint, ...] = ()) -> str:
+        """The lowest free ``ethN`` in a container's sandbox (``pending``: attached, not yet committed)."""
+        used = {ep.ifname for ep in (*self.container_endpoints(container_id), *pending)}
         n = 0
         while f"eth{n}" in used:
             n += 1
@@ -282,35 +333,118 @@ class Controller:
             raise errors.InvalidConfig(
                 "user specified IP address is supported only when connecting to networks with user configured subnets")
 
-    def attach(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest) -> Endpoint:
+    def attach_all(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest) -> list[Endpoint]:
+        """:meth:`attach`, plus the gateway bridge endpoint an overlay endpoint needs to reach out.
+
+        As Docker's docker_gwbridge: a container on a non-internal overlay
+        network gets a second interface on the host's ``netmgr_gwbridge``
+        (a local bridge network, ICC off, NAT on) that carries its default route.
+        """
+        eps = [self.attach(undo, net, ctr, req)]
+        if self._needs_gateway(net) and self.gateway_endpoint(ctr.id) is None:
+            eps.append(self.attach(undo, self.gateway_network(), ctr, AttachRequest(), pending=tuple(eps)))
+        return eps
+
+    def _needs_gateway(self, net: Network) -> bool:
+        return not net.internal and resolve(self.drivers, net.driver).capability().gateway_bridge
+
+    def gateway_network(self) -> Network:
+        """The host's gateway bridge network, made on first use."""
+        net = next((n for n in self.networks.values() if n.name == GATEWAY_NETWORK), None)
+        if net is not None:
+            return net
+        return self.create_network(NetworkRequest(GATEWAY_NETWORK, "bridge", options={
+            "com.docker.network.bridge.name": GATEWAY_BRIDGE,
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.enable_ip_masquerade": "true",
+        }))
+
+    def gateway_endpoint(self, container_id: str) -> Endpoint | None:
+        """The container's endpoint on the gateway bridge network, if any."""
+        gw = next((n for n in self.networks.values() if n.name == GATEWAY_NETWORK), None)
+        if gw is None:
+            return None
+        return next((e for e in self.container_endpoints(container_id) if e.network_id == gw.id), None)
+
+    def unneeded_gateway(self, container_id: str, leaving: Endpoint) -> Endpoint | None:
+        """The gateway endpoint, once ``leaving`` goes and no other endpoint needs it."""
+        gw_ep = self.gateway_endpoint(container_id)
+        if gw_ep is None or gw_ep.id == leaving.id:
+            return None
+        for ep in self.container_endpoints(container_id):
+            net = self.networks.get(ep.network_id)
+            if ep.id != leaving.id and net is not None and self._needs_gateway(net):
+                return None
+        return gw_ep
+
+    def attach(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest,
+               pending: tuple[Endpoint, ...] = ()) -> Endpoint:
         """Connect ``ctr``'s sandbox to ``net``; every step registers its undo on ``undo``.
 
         Steps: allocate address → reserve host ports → create endpoint → join →
         configure interface → program external connectivity. The caller writes
-        the store.
+        the store. ``pending``: endpoints of the same operation not yet committed.
         """
         driver = resolve(self.drivers, net.driver)
-        ep = self._step_allocate(undo, net, ctr, req)
+        ep = self._step_allocate(undo, net, ctr, req, pending)
         ep = self._step_ports(undo, net, ctr, ep)
         ep = self._step_create_endpoint(undo, driver, net, ep)
         if driver.capability().no_interface:
             return ep
         join = self._step_join(undo, driver, net, ep, ctr)
-        ep = self._step_configure(ep, join, ctr)
+        ep = self._step_configure(ep, join, ctr, pending)
         self._step_external(undo, driver, net, ep, ctr)
         return ep
 
-    def _step_allocate(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest) -> Endpoint:
+    def _step_allocate(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest,
+                       pending: tuple[Endpoint, ...] = ()) -> Endpoint:
+        cap = resolve(self.drivers, net.driver).capability()
+        ifname = "" if cap.no_interface else self.next_ifname(ctr.id, pending)
+        if net.scope == "global":
+            return self._allocate_global(undo, net, ctr, req, ifname)
         label = f"{net.name} ({net.id[:12]})"
         ipv4 = self.ipam.request_address(net.id, 4, req.ip, label)
         undo.push("release address", self.ipam.release_address, net.id, ipv4)
         ipv6 = self.ipam.request_address(net.id, 6, req.ip6, label) if net.ipv6 else ""
         undo.push("release address6", self.ipam.release_address, net.id, ipv6)
-        cap = resolve(self.drivers, net.driver).capability()
-        ifname = "" if cap.no_interface else self.next_ifname(ctr.id)
         return Endpoint(id=new_id(), network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
                         mac=mac_for(ipv4) if ifname else "", ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
                         static_ipv4=req.ip, static_ipv6=req.ip6)
+
+    def _allocate_global(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest,
+                         ifname: str) -> Endpoint:
+        """Addresses of a global network: a local guess, made sure by one etcd transaction.
+
+        The guess comes from this host's view (its own endpoints and every peer
+        it has heard of); if another host took one of the addresses meanwhile,
+        the transaction fails, that address stays marked taken, and the next
+        guess is tried. The same transaction publishes the peer record.
+        """
+        self._require_cluster(net.driver)
+        label, ep_id = f"{net.name} ({net.id[:12]})", new_id()
+        for _ in range(32):
+            ipv4 = self.ipam.request_address(net.id, 4, req.ip, label)
+            ipv6 = self.ipam.request_address(net.id, 6, req.ip6, label) if net.ipv6 else ""
+            ep = Endpoint(id=ep_id, network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
+                          mac=mac_for(ipv4), ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
+                          static_ipv4=req.ip, static_ipv6=req.ip6)
+            try:
+                taken = self.cluster.publish(ep)
+            except BaseException:
+                self.ipam.release_address(net.id, ipv4)
+                self.ipam.release_address(net.id, ipv6)
+                raise
+            if not taken:
+                undo.push("release address", self.ipam.release_address, net.id, ipv4)
+                undo.push("release address6", self.ipam.release_address, net.id, ipv6)
+                undo.push("unpublish endpoint", self.cluster.unpublish, ep)
+                return ep
+            for addr in (ipv4, ipv6):
+                if addr not in taken:
+                    self.ipam.release_address(net.id, addr)  # free after all: only ``taken`` stay marked
+            if req.ip or req.ip6:
+                raise errors.AlreadyExists("Address already in use")
+        raise errors.Unavailable(f"could not allocate an address on {net.name}: too many concurrent allocations")
 
     def _step_ports(self, undo: UndoStack, net: Network, ctr: Container, ep: Endpoint) -> Endpoint:
         # ports are published on the endpoint of the network the container was started on
@@ -331,11 +465,11 @@ class Controller:
         undo.push("leave", driver.leave, driver_view(net), endpoint_view(ep), sb)
         return driver.join(driver_view(net), endpoint_view(ep), sb)
 
-    def _step_configure(self, ep: Endpoint, join, ctr: Container) -> Endpoint:
+    def _step_configure(self, ep: Endpoint, join, ctr: Container, pending: tuple[Endpoint, ...] = ()) -> Endpoint:
         # the interface goes away with the 'leave' undo, so this step registers none;
         # only the first network with a gateway gives the sandbox its default route (Docker's rule)
         addrs = [a for a in (ep.ipv4, ep.ipv6) if a]
-        has_default = any(e.gateway for e in self.container_endpoints(ctr.id))
+        has_default = any(e.gateway for e in (*self.container_endpoints(ctr.id), *pending))
         gateway = "" if join.disable_gateway or has_default else join.gateway
         gateway6 = "" if join.disable_gateway or has_default else join.gateway6
         sandbox.configure_interface(self.handle(ctr.sandbox_key), join.ifname, addrs, gateway, gateway6,
@@ -346,7 +480,14 @@ class Controller:
         undo.push("revoke external", driver.revoke_external_connectivity, driver_view(net), endpoint_view(ep))
         driver.program_external_connectivity(driver_view(net), endpoint_view(ep))
 
-    def detach(self, ep: Endpoint, ctr: Container) -> list[str]:
+    def unpublish(self, ep: Endpoint) -> None:
+        """Take a global endpoint's peer record and addresses out of the cluster (fails while unreachable)."""
+        net = self.networks.get(ep.network_id)
+        if net is not None and net.scope == "global":
+            self._require_cluster(net.driver)
+            self.cluster.unpublish(ep)
+
+    def detach(self, ep: Endpoint, ctr: Container, unpublished: bool = False) -> list[str]:
         """Reverse of :meth:`attach`; keeps going on failure and returns what failed."""
         net = self.networks.get(ep.network_id)
         failures: list[str] = []
@@ -354,7 +495,8 @@ class Controller:
             return failures
         driver = resolve(self.drivers, net.driver)
         sb = SandboxInfo(ctr.id, self.handles.get(ctr.sandbox_key), ep.ifname)
-        steps = [
+        steps = [] if unpublished or net.scope != "global" else [("unpublish", lambda: self.unpublish(ep))]
+        steps += [
             ("revoke external", lambda: driver.revoke_external_connectivity(driver_view(net), endpoint_view(ep))),
             ("leave", lambda: driver.leave(driver_view(net), endpoint_view(ep), sb)),
             ("delete endpoint", lambda: driver.delete_endpoint(driver_view(net), endpoint_view(ep))),
@@ -386,6 +528,103 @@ class Controller:
         self.endpoints[ep.id] = ep
         self._by_network.setdefault(ep.network_id, {})[ep.id] = ep
         self._by_container.setdefault(ep.container_id, {})[ep.id] = ep
+
+    # -- the cluster's changes (global networks, remote peers), on the worker thread --------
+
+    @property
+    def node_id(self) -> str:
+        """This host's node ID in the cluster ("" without one)."""
+        return self.cluster.node.id if self.cluster is not None else ""
+
+    def cluster_networks(self, values: list[dict]) -> None:
+        """Every global network as the cluster has it: add the new, forget the removed."""
+        seen = set()
+        for value in values:
+            seen.add(value["id"])
+            self.cluster_network(value["id"], value)
+        for net in [n for n in self.networks.values() if n.scope == "global" and n.id not in seen]:
+            self.cluster_network(net.id, None)
+
+    def cluster_network(self, network_id: str, value: dict | None) -> None:
+        """A global network appeared in (or left) the cluster."""
+        try:
+            if value is None:
+                net = self.networks.get(network_id)
+                if net is None or net.scope != "global":
+                    return
+                if self.network_endpoints(net.id):
+                    log.warning("cluster: network %s was removed but has endpoints here; keeping it", net.name)
+                    return
+                self._forget_network(net)
+                return
+            if network_id in self.networks:
+                return
+            net = from_dict(Network, value)
+            self.store.put(f"networks/{net.id}", to_dict(net))  # a local copy: known while etcd is down
+            self.ipam.add_network(net.id, net.pools)
+            self.networks[net.id] = net
+            for key, peer in list(self.remote_peers.items()):
+                if peer.get("network") == net.id:
+                    self._peer_changed(net, key, None, peer)
+        except errors.NetmgrError as exc:
+            log.error("cluster: applying network %s: %s", network_id[:12], exc)
+
+    def cluster_peers(self, peers: dict[str, dict]) -> None:
+        """Every peer record (after connecting or a compaction): apply the difference."""
+        remote = {k: v for k, v in peers.items() if v.get("node") != self.node_id}
+        for key in [k for k in self.remote_peers if k not in remote]:
+            self.cluster_peer(key, None)
+        for key, value in remote.items():
+            if self.remote_peers.get(key) != value:
+                self.cluster_peer(key, value)
+
+    def cluster_peer(self, key: str, value: dict | None) -> None:
+        """A remote endpoint appeared, changed or left: names, IPAM view, driver datapath."""
+        if value is not None and value.get("node") == self.node_id:
+            return  # our own, known from the local store
+        old = self.remote_peers.pop(key, None)
+        if value is not None:
+            self.remote_peers[key] = value
+        if old is None and value is None:
+            return
+        net = self.networks.get(key.split("/")[1])
+        if net is not None:
+            try:
+                self._peer_changed(net, key, old, value)
+            except errors.NetmgrError as exc:
+                log.error("cluster: applying peer %s: %s", key, exc)
+
+    def _peer_changed(self, net: Network, key: str, old: dict | None, new: dict | None) -> None:
+        if old is not None:
+            self.records.remove_endpoint(_peer_endpoint(old), net)
+            self.ipam.release_address(net.id, old.get("ip", ""))
+            self.ipam.release_address(net.id, old.get("ip6", ""))
+        if new is not None:
+            self.ipam.mark_address(net.id, new.get("ip", ""))
+            self.ipam.mark_address(net.id, new.get("ip6", ""))
+            self.records.add_endpoint(_peer_endpoint(new), net)
+        driver = resolve(self.drivers, net.driver)
+        if isinstance(driver, PeerAware):
+            driver.set_peer(driver_view(net), key, new)
+
+    def cluster_connected(self) -> None:
+        """(Re)connected with a fresh lease: put our endpoints on it, delete our records nobody owns."""
+        try:
+            stale = {kv.key: kv for kv in self.cluster.own_peers()}
+            for ep in list(self.endpoints.values()):
+                net = self.networks.get(ep.network_id)
+                if net is None or net.scope != "global":
+                    continue
+                stale.pop(peer_key(net.id, ep.id), None)
+                if self.cluster.publish(ep, force=True):
+                    log.error("cluster: an address of %s on %s was taken by another host while this one was "
+                              "away", ep.name, net.name)
+            for kv in stale.values():
+                log.info("cluster: removing stale peer record %s", kv.key)
+                ep = _peer_endpoint(kv.value)
+                self.cluster.unpublish(ep)
+        except errors.NetmgrError as exc:
+            log.error("cluster: republishing this host's endpoints: %s", exc)
 
     @staticmethod
     def endpoint_key(ep: Endpoint) -> str:
@@ -420,3 +659,10 @@ class Controller:
         for handle in self.handles.values():
             handle.close()
         self.handles.clear()
+
+
+def _peer_endpoint(peer: dict) -> Endpoint:
+    """A remote endpoint as the records and IPAM see it, from its peer record."""
+    return Endpoint(id=peer.get("endpoint", ""), network_id=peer.get("network", ""),
+                    container_id=peer.get("container", ""), name=peer.get("name", ""), mac=peer.get("mac", ""),
+                    ipv4=peer.get("ip", ""), ipv6=peer.get("ip6", ""), aliases=tuple(peer.get("aliases", ())))

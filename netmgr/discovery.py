@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from netmgr.dns import Answer, ptr_to_ip
 from netmgr.dns.wire import PTR
-from netmgr.model import Endpoint, Network
+from netmgr.model import GATEWAY_NETWORK, Endpoint, Network
 
 
 def _names_of(ep: Endpoint) -> list[str]:
@@ -37,8 +37,8 @@ class ServiceRecords:
 
     @staticmethod
     def serves(net: Network) -> bool:
-        """Only user-defined networks with interfaces have discovery (as Docker)."""
-        return not net.predefined and bool(net.pools)
+        """Only user-defined networks with interfaces have discovery (as Docker); not the gateway bridge."""
+        return not net.predefined and bool(net.pools) and net.name != GATEWAY_NETWORK
 
     def add_endpoint(self, ep: Endpoint, net: Network) -> None:
         """An endpoint was stored: its names resolve on its network from now on."""

@@ -6,9 +6,14 @@ one place that decides which store, drivers and IPAM a netmgr instance has.
 
 from __future__ import annotations
 
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
+from netmgr import errors
+from netmgr.cluster import DEFAULT_TTL, Cluster, make_node
 from netmgr.containers import Containers
 from netmgr.controller import Controller
 from netmgr.drivers import make_drivers
@@ -18,7 +23,10 @@ from netmgr.reconcile import reconcile
 from netmgr.runtime import netns
 from netmgr.runtime.netlink import AF_INET, AF_INET6, Netlink
 from netmgr.runtime.nft import Nft
+from netmgr.model import new_id
 from netmgr.store import SQLiteStore
+
+log = logging.getLogger("netmgr.engine")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,12 @@ class Config:
     default_pools: tuple[tuple[str, int], ...] = DEFAULT_POOLS
     cluster_store: str = ""
     advertise_addr: str = ""
+    #: this host's name in the cluster ("" = the host name)
+    node_name: str = ""
+    #: the node lease's TTL: a dead host's peers vanish from the others within it
+    cluster_ttl: int = DEFAULT_TTL
+    #: the key prefix in etcd (several clusters can share one etcd)
+    cluster_prefix: str = "/netmgr/"
     plugin_dir: str = "/run/netmgr/plugins"
     #: the namespace that plays "the host" (None: the process's own); tests pass a fake host's
     host_netns: str | None = None
@@ -51,11 +65,42 @@ class Engine:
         self.host_nl = self._host_handle.nl if self._host_handle else Netlink()
         self.nft = Nft(cfg.host_netns)
         env = HostEnv(nl=self.host_nl, nft=self.nft, table=cfg.nft_table, netns_path=cfg.host_netns)
-        self.drivers = make_drivers(env)
+        #: the one thread that runs controller operations (API calls and cluster changes), in order
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmgr-op")
+        self.cluster = self._open_cluster(cfg)
+        self.drivers = make_drivers(env, self.cluster, cfg.advertise_addr)
         bridges = lambda: {n.driver_data.get("bridge") for n in self.ctl.networks.values()}  # noqa: E731
         self.ipam = IPAM(cfg.default_pools, host_routes=lambda: self._host_routes(bridges()))
         self.ctl = Controller(self.store, self.drivers, self.ipam, cfg.run_dir)
+        self.ctl.cluster = self.cluster
         self.containers = Containers(self.ctl, cfg.state_dir, cfg.host_netns)
+
+    def _open_cluster(self, cfg: Config) -> Cluster | None:
+        """The cluster store client (no I/O yet: :meth:`start` connects in the background)."""
+        if not cfg.cluster_store:
+            return None
+        if not cfg.advertise_addr:
+            raise errors.InvalidConfig("--cluster-store needs --advertise-addr: this host's underlay address")
+        from netmgr.store.etcd import EtcdStore
+
+        kv = self.store.get("config/node")
+        if kv is None:
+            self.store.put("config/node", {"id": new_id()})
+            kv = self.store.get("config/node")
+        store = EtcdStore(cfg.cluster_store, prefix=cfg.cluster_prefix, timeout=2.0)
+        return Cluster(store, make_node(kv.value["id"], cfg.node_name, cfg.advertise_addr), cfg.cluster_ttl)
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """Queue ``fn`` on the worker thread (the cluster's changes); errors are logged."""
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("cluster change failed")
+        try:
+            self.worker.submit(guarded)
+        except RuntimeError:
+            pass  # shutting down
 
     def _host_routes(self, own_bridges: set) -> list[str]:
         """Routes of the host, except the default ones and those on netmgr's bridges."""
@@ -76,6 +121,8 @@ class Engine:
         self.ctl.ensure_predefined()
         self.containers.load()
         reconcile(self.ctl, list(self.containers.items.values()))
+        if self.cluster is not None:
+            self.cluster.start(self.ctl, self.submit)
 
     def _default_ipv6_pool(self) -> None:
         """Without an IPv6 default pool, this host's ULA /48 (made once, kept in the store)."""
@@ -89,6 +136,9 @@ class Engine:
 
     def close(self) -> None:
         """Release sockets and the store (kernel objects and containers stay)."""
+        if self.cluster is not None:
+            self.cluster.close()
+        self.worker.shutdown(wait=True)
         self.ctl.close()
         self.nft.close()
         if self._host_handle:

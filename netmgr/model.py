@@ -19,6 +19,11 @@ from typing import Any, TypeVar
 R = TypeVar("R")
 
 
+#: the host's gateway bridge network of overlay endpoints (Docker's docker_gwbridge) and its bridge
+GATEWAY_NETWORK = "netmgr_gwbridge"
+GATEWAY_BRIDGE = "nm_gwbridge"
+
+
 def new_id() -> str:
     """A random 64-hex ID, as Docker's."""
     return os.urandom(32).hex()

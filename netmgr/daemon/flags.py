@@ -13,6 +13,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--socket", default="", help="unix socket path (default RUN_DIR/netmgr.sock)")
     p.add_argument("--cluster-store", default="", help="etcd://HOST:PORT[,HOST:PORT] for global-scope networks")
     p.add_argument("--advertise-addr", default="", help="this host's underlay address (overlay)")
+    p.add_argument("--node-name", default="", help="this host's name in the cluster (default: the host name)")
+    p.add_argument("--cluster-ttl", type=int, default=10, metavar="SECONDS",
+                   help="node lease TTL: a dead host's endpoints vanish from the others within it")
+    p.add_argument("--cluster-prefix", default="/netmgr/", help="key prefix in etcd")
     p.add_argument("--plugin-dir", default="/run/netmgr/plugins", help="remote driver plugin sockets and specs")
     p.add_argument("--default-address-pool", action="append", default=[], metavar="base=CIDR,size=N",
                    help="replace the default address pools (repeatable)")

@@ -40,6 +40,7 @@ def config_from(args: argparse.Namespace) -> Config:
     pools = tuple(parse_default_pool(p) for p in args.default_address_pool) or DEFAULT_POOLS
     return Config(state_dir=args.state_dir, run_dir=args.run_dir, nft_table=args.nft_table, default_pools=pools,
                   cluster_store=args.cluster_store, advertise_addr=args.advertise_addr, plugin_dir=args.plugin_dir,
+                  node_name=args.node_name, cluster_ttl=args.cluster_ttl, cluster_prefix=args.cluster_prefix,
                   dns_upstreams=parse_upstreams(args.dns_upstream))
 
 

@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import grpc
@@ -60,7 +59,7 @@ class NetmgrService(pb_grpc.NetmgrServicer):
         self.engine = engine
         self.ctl = engine.ctl
         self.ctrs = engine.containers
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmgr-op")
+        self.worker = engine.worker  # one thread for every operation, shared with the cluster's changes
         self.events = EventBus()
         self.on_container_started: Callable[[str, int], None] = lambda cid, shim: None
 

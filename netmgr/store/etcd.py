@@ -251,6 +251,11 @@ class EtcdStore:
         self._on_loop("list")
         return (await self._list(prefix))[0]
 
+    async def alist_at(self, prefix: str) -> tuple[list[KV], int]:
+        """See :meth:`list_at`."""
+        self._on_loop("list_at")
+        return await self._list(prefix)
+
     async def _list(self, prefix: str) -> tuple[list[KV], int]:
         start = self._key(prefix)
         # etcd orders by key bytes, as SQLite orders TEXT (UTF-8, binary collation)
@@ -456,6 +461,10 @@ class EtcdStore:
     def list(self, prefix: str) -> list[KV]:
         """See :meth:`Store.list` (sorted by key; ``""`` lists everything under the store prefix)."""
         return self._sync("list", self.alist, prefix)
+
+    def list_at(self, prefix: str) -> tuple[list[KV], int]:
+        """:meth:`list` and the revision it was read at (watch from ``revision + 1`` to miss nothing)."""
+        return self._sync("list_at", self.alist_at, prefix)
 
     def put(self, key: str, value: dict, lease: bool = False) -> int:
         """See :meth:`Store.put`; ``lease=True`` attaches the key to the store's lease."""
