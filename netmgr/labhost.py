@@ -41,10 +41,12 @@ class Result:
 class SimHost:
     """One simulated host: ``up()`` creates it, ``down()`` removes all of it."""
 
-    def __init__(self, name: str, base_dir: str, daemon_args: tuple[str, ...] = ("--dns-upstream", "none")) -> None:
+    def __init__(self, name: str, base_dir: str, daemon_args: tuple[str, ...] = ("--dns-upstream", "none"),
+                 netns_name: str | None = None) -> None:
         self.name = name
         self.dir = os.path.join(base_dir, name)
-        self.netns_path = os.path.join(NETNS_DIR, name)
+        #: the namespace's name under /run/netns (default: the host's name; labs prefix it)
+        self.netns_path = os.path.join(NETNS_DIR, netns_name or name)
         self.state_dir = os.path.join(self.dir, "state")
         self.run_dir = os.path.join(self.dir, "run")
         self.socket = os.path.join(self.run_dir, "netmgr.sock")

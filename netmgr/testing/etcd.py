@@ -18,6 +18,11 @@ that process is killed. (The kernel sends that signal when the *thread* that
 started etcd exits: start it from a thread that lives as long as you need it.)
 A ``preexec_fn`` doing the prctl would be unsafe in a process with threads,
 and the store's gRPC threads are there.
+
+Labs run etcd inside a network namespace of their own and let it outlive the
+tool that started it: ``netns=PATH`` starts the member through ``nsenter
+--net=PATH`` (and probes its health from inside that namespace), and
+``detach=True`` drops the parent-death signal and starts a new session.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import time
 import urllib.request
 import uuid
 
-__all__ = ["ETCD_BINARY", "EtcdServer", "EtcdCluster", "free_port"]
+__all__ = ["ETCD_BINARY", "EtcdServer", "EtcdCluster", "free_port", "probe_health"]
 
 ETCD_BINARY = "/usr/bin/etcd"
 SETPRIV = "/usr/bin/setpriv"
@@ -43,6 +48,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def probe_health(client_url: str, netns_path: str | None = None, timeout: float = 1.0) -> bool:
+    """``GET CLIENT_URL/health`` says healthy; from inside the namespace at ``netns_path`` if given."""
+
+    def probe() -> bool:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"{client_url}/health", timeout=timeout) as resp:
+                return json.loads(resp.read() or b"{}").get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    if netns_path is None:
+        return probe()
+    from netmgr.runtime import netns  # the socket is opened on a thread inside the namespace
+
+    try:
+        return netns.run_in(netns_path, probe)
+    except OSError:
+        return False
 
 
 class EtcdServer:
@@ -65,6 +91,8 @@ class EtcdServer:
         cluster_token: str | None = None,
         binary: str = ETCD_BINARY,
         start_timeout: float = 30.0,
+        netns: str | None = None,
+        detach: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.name = name
@@ -75,6 +103,10 @@ class EtcdServer:
         self.cluster_token = cluster_token or f"nmt-{uuid.uuid4().hex[:12]}"
         self.binary = binary
         self.start_timeout = start_timeout
+        #: a network namespace (bind-mounted file) to run in; None: the caller's
+        self.netns = netns
+        #: True: no parent-death signal and a session of its own (outlives its starter)
+        self.detach = detach
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -133,10 +165,12 @@ class EtcdServer:
         self._log = open(self.log_path, "ab")
         # ETCD_* variables from the caller's environment would override our flags
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        wrapper = [SETPRIV, "--pdeathsig", "KILL", "--"] if os.path.exists(SETPRIV) else []
-        self.proc = subprocess.Popen(  # setpriv execs etcd: the pid is etcd's
+        wrapper = [SETPRIV, "--pdeathsig", "KILL", "--"] if os.path.exists(SETPRIV) and not self.detach else []
+        if self.netns:
+            wrapper = ["nsenter", f"--net={self.netns}", *wrapper]
+        self.proc = subprocess.Popen(  # nsenter and setpriv exec etcd: the pid is etcd's
             wrapper + self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env,
+            env=env, start_new_session=self.detach,
         )
         if wait:
             self.wait_ready()
@@ -154,13 +188,8 @@ class EtcdServer:
         raise TimeoutError(f"etcd {self.name} at {self.endpoint} not healthy after start:\n{self.log_tail()}")
 
     def healthy(self) -> bool:
-        """One health probe: ``GET http://127.0.0.1:PORT/health`` (no proxy)."""
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"{self.client_url}/health", timeout=1.0) as resp:
-                return json.loads(resp.read() or b"{}").get("health") == "true"
-        except (OSError, ValueError):
-            return False
+        """One health probe: ``GET http://HOST:PORT/health`` (no proxy; inside ``netns`` if set)."""
+        return probe_health(self.client_url, self.netns)
 
     def pause(self, timeout: float = 5.0) -> None:
         """SIGSTOP: the member stays connected but answers nothing (an unreachable etcd).
