@@ -1,0 +1,269 @@
+"""The overlay driver across simulated hosts with a real etcd (netmgr.testing.multihost).
+
+Three hosts share one underlay and one etcd (inside the underlay namespace,
+which also plays the outside world). Each test uses networks and containers
+of its own (unique names) and removes them; the failure tests that kill a
+host or a daemon run last in the module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+
+import pytest
+
+from netmgr.testing.multihost import MultiHost
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with MultiHost(3, subnet_prefix="10.252.7", ttl=3) as m:
+        yield m
+
+
+def uniq(stem: str) -> str:
+    return f"nmt{stem}{uuid.uuid4().hex[:4]}"
+
+
+def wait_for(fn, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def ok(result):
+    assert result.rc == 0, result.err
+    return result.out
+
+
+def ping(host, ctr: str, target: str, count: int = 1) -> bool:
+    return host.cli("exec", ctr, "busybox", "ping", "-c", str(count), "-W", "1", target).rc == 0
+
+
+def inspect_net(host, ctr: str, net: str) -> dict:
+    return json.loads(ok(host.cli("inspect", ctr)))[0]["NetworkSettings"]["Networks"][net]
+
+
+def fdb(host, dev: str) -> str:
+    return host.sh("bridge", "fdb", "show", "dev", dev).out
+
+
+def vxlan_of(host, net: str) -> str:
+    net_id = json.loads(ok(host.cli("network", "inspect", net)))[0]["Id"]
+    return "vx-" + net_id[:12]
+
+
+def overlay(host, *args: str) -> str:
+    name = uniq("ov")
+    ok(host.cli("network", "create", "-d", "overlay", *args, name))
+    return name
+
+
+def visible_everywhere(cluster, name: str) -> None:
+    for h in cluster.hosts:
+        assert wait_for(lambda: name in h.cli("network", "ls", "--format", "{{.Name}}").out), \
+            f"{h.name}: {h.daemon_log()[-3000:]}"
+
+
+def test_global_network_is_listed_on_every_host(cluster):
+    h1 = cluster.hosts[0]
+    name = overlay(h1, "--subnet", "10.61.0.0/24")
+    visible_everywhere(cluster, name)
+    for h in cluster.hosts:
+        doc = json.loads(ok(h.cli("network", "inspect", name)))[0]
+        assert doc["Driver"] == "overlay" and doc["Scope"] == "global"
+        assert doc["IPAM"]["Config"][0]["Subnet"] == "10.61.0.0/24"
+    again = cluster.hosts[1].cli("network", "create", "-d", "overlay", name)
+    assert again.rc == 1 and again.err.strip() == f"network with name {name} already exists"
+    overlap = cluster.hosts[2].cli("network", "create", "-d", "overlay", "--subnet", "10.61.0.0/25", uniq("x"))
+    assert overlap.rc == 1 and "Pool overlaps with other one on this address space" in overlap.err
+    ok(cluster.hosts[2].cli("network", "rm", name))
+    for h in cluster.hosts:
+        assert wait_for(lambda: name not in h.cli("network", "ls").out), h.name
+
+
+def test_default_subnets_and_vnis_are_unique(cluster):
+    names = [overlay(h) for h in cluster.hosts]
+    docs = [json.loads(ok(cluster.hosts[0].cli("network", "inspect", n)))[0] for n in names if
+            wait_for(lambda: n in cluster.hosts[0].cli("network", "ls").out)]
+    subnets = [d["IPAM"]["Config"][0]["Subnet"] for d in docs]
+    assert len(set(subnets)) == 3 and all(s.startswith("10.") and s.endswith("/24") for s in subnets)
+    for n in names:
+        ok(cluster.hosts[0].cli("network", "rm", n))
+
+
+def test_containers_on_different_hosts_ping_by_name(cluster):
+    h1, h2, _ = cluster.hosts
+    net = overlay(h1, "--subnet", "10.62.0.0/24")
+    visible_everywhere(cluster, net)
+    a, b = uniq("a"), uniq("b")
+    ok(h1.cli("run", "-d", "--name", a, "--network", net, "--network-alias", "svc", "sleep", "600"))
+    ok(h2.cli("run", "-d", "--name", b, "--network", net, "sleep", "600"))
+    try:
+        ip_a, ip_b = inspect_net(h1, a, net)["IPAddress"], inspect_net(h2, b, net)["IPAddress"]
+        assert ip_a != ip_b
+        assert wait_for(lambda: ping(h1, a, b), 5) and ping(h2, b, a) and ping(h2, b, "svc")
+        mac_b = inspect_net(h2, b, net)["MacAddress"]
+        vx = vxlan_of(h1, net)
+        assert f"{mac_b} dst {cluster.addr(1)} self permanent" in fdb(h1, vx)
+        neigh = h1.sh("ip", "neigh", "show", "dev", vx).out
+        assert f"{ip_b} lladdr {mac_b} PERMANENT" in neigh
+        # the overlay MTU leaves room for the VXLAN header: underlay 1500 - 50
+        mtu = h1.cli("exec", a, "cat", "/sys/class/net/eth0/mtu").out.strip()
+        assert mtu == "1450"
+        assert h1.cli("exec", a, "busybox", "ping", "-c1", "-W1", "-s", "1422", "-M", "do", ip_b).rc == 0 or \
+            ping(h1, a, ip_b)  # busybox may lack -M; full-size frames are covered by the throughput bench
+    finally:
+        h1.cli("rm", "-f", a)
+        h2.cli("rm", "-f", b)
+    # the peer is gone from h1 once b is removed; the network's datapath leaves h1 with its last endpoint
+    assert wait_for(lambda: h1.sh("ip", "link", "show", vxlan_of(h1, net)).rc != 0, 5)
+    ok(h1.cli("network", "rm", net))
+
+
+def test_egress_through_the_gateway_bridge_and_internal_has_none(cluster):
+    h1 = cluster.hosts[0]
+    net = overlay(h1, "--subnet", "10.63.0.0/24")
+    internal = overlay(h1, "--internal", "--subnet", "10.64.0.0/24")
+    out, inn = uniq("out"), uniq("in")
+    ok(h1.cli("run", "-d", "--name", out, "--network", net, "sleep", "600"))
+    ok(h1.cli("run", "-d", "--name", inn, "--network", internal, "sleep", "600"))
+    try:
+        routes = h1.cli("exec", out, "ip", "route").out
+        assert re.search(r"default via 172\.\d+\.0\.1 dev eth1", routes), routes
+        assert ping(h1, out, cluster.gateway)  # the outside world, through NAT on the gateway bridge
+        assert "default" not in h1.cli("exec", inn, "ip", "route").out
+        assert not ping(h1, inn, cluster.gateway)
+        gw = json.loads(ok(h1.cli("network", "inspect", "netmgr_gwbridge")))[0]
+        assert gw["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        ok(h1.cli("network", "disconnect", net, out))
+        assert "eth1" not in h1.cli("exec", out, "ip", "-o", "link").out  # the gateway endpoint left too
+    finally:
+        h1.cli("rm", "-f", out, inn)
+    ok(h1.cli("network", "rm", net, internal))
+
+
+def test_concurrent_connects_on_three_hosts_never_share_an_address(cluster):
+    net = overlay(cluster.hosts[0], "--subnet", "10.65.0.0/24")
+    visible_everywhere(cluster, net)
+    names: dict[str, object] = {}
+    errors: list[str] = []
+
+    def runner(host, k: int) -> None:
+        for j in range(k):
+            name = uniq(f"c{host.name}")
+            r = host.cli("run", "-d", "--name", name, "--network", net, "sleep", "600")
+            if r.rc:
+                errors.append(r.err)
+            else:
+                names[name] = host
+
+    threads = [threading.Thread(target=runner, args=(h, 6)) for h in cluster.hosts for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors
+        ips = [inspect_net(h, n, net)["IPAddress"] for n, h in names.items()]
+        assert len(ips) == 36 and len(set(ips)) == 36
+    finally:
+        for n, h in names.items():
+            h.cli("rm", "-f", n)
+    ok(cluster.hosts[0].cli("network", "rm", net))
+
+
+def test_network_in_use_on_another_host_cannot_be_removed(cluster):
+    h1, h2, _ = cluster.hosts
+    net = overlay(h1, "--subnet", "10.66.0.0/24")
+    visible_everywhere(cluster, net)
+    c = uniq("c")
+    ok(h2.cli("run", "-d", "--name", c, "--network", net, "sleep", "600"))
+    r = h1.cli("network", "rm", net)
+    assert r.rc == 1 and "has active endpoints" in r.err
+    h2.cli("rm", "-f", c)
+    ok(h1.cli("network", "rm", net))
+
+
+def test_etcd_down_local_networks_work_overlay_fails_fast_then_converges(cluster):
+    h1, h2, _ = cluster.hosts
+    net = overlay(h1, "--subnet", "10.67.0.0/24")
+    visible_everywhere(cluster, net)
+    a, b, local, late = uniq("a"), uniq("b"), uniq("l"), uniq("late")
+    ok(h1.cli("run", "-d", "--name", a, "--network", net, "sleep", "600"))
+    cluster.etcd.pause()
+    try:
+        ok(h1.cli("network", "create", "--subnet", "10.68.0.0/24", local))
+        ok(h1.cli("run", "-d", "--name", uniq("lc"), "--network", local, "sleep", "600"))
+        t0 = time.monotonic()
+        r = h2.cli("run", "-d", "--name", b, "--network", net, "sleep", "600")
+        took = time.monotonic() - t0
+        assert r.rc != 0 and "cluster store etcd://" in r.err and "unreachable" in r.err, r.err
+        assert took < 8, took
+        assert b not in h2.cli("ps", "-a").out
+    finally:
+        cluster.etcd.resume()
+    ok(h2.cli("run", "-d", "--name", late, "--network", net, "sleep", "600"))
+    try:
+        assert wait_for(lambda: ping(h2, late, a), 10)
+    finally:
+        h1.cli("rm", "-f", a)
+        h2.cli("rm", "-f", late)
+        ids = h1.cli("ps", "-aq", "--filter", f"network={local}").out.split()
+        if ids:
+            h1.cli("rm", "-f", *ids)
+        h1.cli("network", "rm", local)
+    ok(h1.cli("network", "rm", net))
+
+
+def test_daemon_restart_reprograms_from_etcd(cluster):
+    h1, h2, _ = cluster.hosts
+    net = overlay(h1, "--subnet", "10.69.0.0/24")
+    visible_everywhere(cluster, net)
+    a, b, c = uniq("a"), uniq("b"), uniq("c")
+    ok(h1.cli("run", "-d", "--name", a, "--network", net, "sleep", "600"))
+    ok(h2.cli("run", "-d", "--name", b, "--network", net, "sleep", "600"))
+    try:
+        assert wait_for(lambda: ping(h1, a, b), 5)
+        import signal
+
+        h2.stop_daemon(signal.SIGKILL)
+        ok(h1.cli("run", "-d", "--name", c, "--network", net, "sleep", "600"))  # while h2's daemon is down
+        h2.start_daemon()
+        assert wait_for(lambda: ping(h2, b, c), 10)  # learnt after the restart
+        assert wait_for(lambda: ping(h2, b, a), 5)
+        assert wait_for(lambda: ping(h1, a, b), 5)  # h2's peer record survived on its new lease
+    finally:
+        for h, n in ((h1, a), (h2, b), (h1, c)):
+            h.cli("rm", "-f", n)
+    ok(h1.cli("network", "rm", net))
+
+
+def test_dead_host_peers_vanish_within_the_lease_ttl(cluster):
+    h1, _, h3 = cluster.hosts
+    net = overlay(h1, "--subnet", "10.70.0.0/24")
+    visible_everywhere(cluster, net)
+    a, z = uniq("a"), uniq("z")
+    ok(h1.cli("run", "-d", "--name", a, "--network", net, "sleep", "600"))
+    ok(h3.cli("run", "-d", "--name", z, "--network", net, "sleep", "600"))
+    try:
+        mac_z = inspect_net(h3, z, net)["MacAddress"]
+        vx = vxlan_of(h1, net)
+        assert wait_for(lambda: mac_z in fdb(h1, vx), 5)
+        t0 = time.monotonic()
+        cluster.kill_host(2)
+        assert wait_for(lambda: mac_z not in fdb(h1, vx), cluster.ttl + 5)
+        assert time.monotonic() - t0 < cluster.ttl + 5
+        assert h1.cli("exec", a, "busybox", "nslookup", z, "127.0.0.11").rc != 0
+    finally:
+        h1.cli("rm", "-f", a)
+    ok(h1.cli("network", "rm", net))
