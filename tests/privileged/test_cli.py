@@ -81,6 +81,8 @@ BAD = [
     (("network", "create", "nmt x"), 1, "invalid network name 'nmt x': only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
     (("network", "create", "nmt/x"), 1, "invalid network name 'nmt/x': only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
     (("network", "create", "-d", "host", "nmt-x"), 1, 'only one instance of "host" network is allowed'),
+    (("network", "create", "-d", "overlay", "nmt-x"), 1, "the overlay driver is global-scope and needs a cluster store: "
+     "start netmgrd with --cluster-store etcd://HOST:PORT[,HOST:PORT] --advertise-addr IP"),
     (("network", "create", "-o", "com.docker.network.driver.mtu=abc", "nmt-x"), 1,
      "invalid MTU 'abc': want a number from 68 to 65535"),
     (("network", "rm", "nmt-n1"), 1, "error while removing network: network nmt-n1 id {n1} has active endpoints"),

@@ -130,6 +130,28 @@ def test_containers_on_different_hosts_ping_by_name(cluster):
     ok(h1.cli("network", "rm", net))
 
 
+def test_dual_stack_overlay(cluster):
+    h1, h2, _ = cluster.hosts
+    net = overlay(h1, "--ipv6", "--subnet", "10.71.0.0/24", "--subnet", "fd71:1::/64")
+    auto6 = overlay(h2, "--ipv6")  # default IPv6 pool: a /64 of the cluster's ULA /48
+    visible_everywhere(cluster, net)
+    a, b = uniq("a"), uniq("b")
+    ok(h1.cli("run", "-d", "--name", a, "--network", net, "sleep", "600"))
+    ok(h2.cli("run", "-d", "--name", b, "--network", net, "sleep", "600"))
+    try:
+        ip6_b = inspect_net(h2, b, net)["GlobalIPv6Address"]
+        assert ip6_b.startswith("fd71:1::")
+        assert wait_for(lambda: h1.cli("exec", a, "busybox", "ping", "-6", "-c1", "-W1", ip6_b).rc == 0, 5)
+        lookup = h1.cli("exec", a, "busybox", "nslookup", "-type=aaaa", b, "127.0.0.11").out
+        assert ip6_b in lookup
+        subnets = [c["Subnet"] for c in json.loads(ok(h2.cli("network", "inspect", auto6)))[0]["IPAM"]["Config"]]
+        assert any(s.startswith("fd") and s.endswith("/64") for s in subnets), subnets
+    finally:
+        h1.cli("rm", "-f", a)
+        h2.cli("rm", "-f", b)
+    ok(h1.cli("network", "rm", net, auto6))
+
+
 def test_egress_through_the_gateway_bridge_and_internal_has_none(cluster):
     h1 = cluster.hosts[0]
     net = overlay(h1, "--subnet", "10.63.0.0/24")
