@@ -3,7 +3,8 @@
 ``BUILTIN`` is the one explicit registry (no entry points, no registration
 as a side effect of import). :func:`make_drivers` builds the driver objects
 a controller uses; a name that is not built in resolves to a remote plugin
-(a later issue) or raises :class:`~netmgr.errors.DriverNotFound`.
+(:class:`DriverTable` carries the plugin registry, :mod:`netmgr.plugins`) or
+raises :class:`~netmgr.errors.DriverNotFound`.
 """
 
 from __future__ import annotations
@@ -33,9 +34,20 @@ def make_drivers(env: HostEnv, cluster=None, advertise_addr: str = "") -> dict[s
     }
 
 
+class DriverTable(dict):
+    """The built-in drivers by name, plus the plugin registry (:mod:`netmgr.plugins`) for other names."""
+
+    def __init__(self, builtin: dict[str, NetworkDriver], plugins=None) -> None:
+        super().__init__(builtin)
+        self.plugins = plugins
+
+
 def resolve(drivers: dict[str, NetworkDriver], name: str) -> NetworkDriver:
-    """The driver called ``name``; Docker's wording when there is none."""
+    """The driver called ``name``: built in, else a remote plugin; Docker's wording when there is none."""
     driver = drivers.get(name)
     if driver is None:
+        plugins = getattr(drivers, "plugins", None)
+        if plugins is not None:
+            return plugins.network_driver(name)  # DriverNotFound when no plugin has that name
         raise errors.DriverNotFound(f'plugin "{name}" not found')
     return driver

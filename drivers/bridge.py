@@ -8,6 +8,19 @@
   sandbox under its final name (eth0, eth1…), the host side already
   enslaved to the bridge and up; the controller then configures the peer;
 * leave: deleting the host side removes both ends.
+
+Bridges have multicast snooping off. With snooping on, every port that
+comes up or goes down makes the kernel restart two multicast query timers on
+*every* port of the bridge (``br_port_state_selection`` →
+``br_multicast_enable_port``): each attach and detach did O(ports) timer
+work, the largest avoidable part of the kernel's growth at 1000 endpoints
+(``labs/bench/bridgeport.py``). Nothing visible changes: snooping only
+restricts multicast once some port hears a multicast querier; the bridge's
+own querier is off by default and containers rarely run one, and without a
+querier the kernel floods multicast to every port whether snooping is on or
+off. With a querier in a container, snooping off means its group's traffic
+also reaches ports that did not join (still only inside the network), as on
+a plain switch.
 """
 
 from __future__ import annotations
@@ -129,7 +142,7 @@ class BridgeDriver(PassiveDriver):
         mtu = int(net.options.get(OPT_MTU) or 0) or None
         self._ensure_forwarding()
         with mapped(f"create bridge {name}"):
-            index = self.env.nl.add_bridge(name, mtu=mtu)
+            index = self.env.nl.add_bridge(name, mtu=mtu, mcast_snooping=False)
         try:
             self._configure_bridge(index, net)
             # DNAT from 127.0.0.1 to a container needs loopback sources routable on the bridge
@@ -174,6 +187,8 @@ class BridgeDriver(PassiveDriver):
                 self._make_bridge(net)
             else:
                 self._index[name] = index
+                with mapped(f"configure bridge {name}"):
+                    self.env.nl.set_bridge(index, mcast_snooping=False)  # bridges made by older versions
         if nets:
             self._ensure_forwarding()
         self._remove_orphan_veths(endpoints)
@@ -258,7 +273,9 @@ class BridgeDriver(PassiveDriver):
             if exc.errno == errno.EXFULL:
                 raise errors.Conflict(f"network {net.name} is full: a Linux bridge holds at most 1023 endpoints") from exc
             raise
-        # a bridge port needs no IPv6 of its own: no solicitations flooded to every other port
+        # a bridge port needs no IPv6 of its own: otherwise each one adds a link-local address,
+        # fe80::/64 and ff00::/8 routes to the host's tables, which every later link deletion
+        # walks (fib6_ifdown), and sends DAD/RS/MLD to its container
         with contextlib.suppress(errors.NetmgrError):
             netns.sysctl_write(self.env.netns_path, f"net.ipv6.conf.{host_if}.disable_ipv6", "1")
         if not _bool_opt(net, OPT_ICC):

@@ -171,10 +171,8 @@ class OverlayDriver(PassiveDriver):
 
     def _program(self, vxlan: int, peer: dict) -> None:
         try:
-            self.env.nl.fdb_add(vxlan, peer["mac"], peer["vtep"])
-            for ip in (peer.get("ip"), peer.get("ip6")):
-                if ip:
-                    self.env.nl.neigh_add(vxlan, ip.split("/")[0], peer["mac"])
+            ips = [ip.split("/")[0] for ip in (peer.get("ip"), peer.get("ip6")) if ip]
+            self.env.nl.peer_add(vxlan, peer["mac"], peer["vtep"], ips)
         except errors.NetmgrError as exc:
             log.error("overlay: programming peer %s (%s): %s", peer.get("name"), peer.get("ip"), exc)
 

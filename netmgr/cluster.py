@@ -294,14 +294,43 @@ class Cluster:
         ops = [Op(addr_key(ep.network_id, a)) for a in (ep.ipv4, ep.ipv6) if a]
         self.store.txn([], ops + [Op(peer_key(ep.network_id, ep.id))])
 
-    def own_peers(self) -> list[KV]:
-        """The peer records this node published (to compare with its endpoints after a restart)."""
-        return [kv for kv in self.store.list("peers/") if kv.value.get("node") == self.node.id]
+    def republish(self, endpoints: list[Endpoint]) -> list[Endpoint]:
+        """Put every endpoint of this node on the current lease; delete this node's other records.
 
-    def delete_keys(self, keys: list[str]) -> None:
-        """Delete stale records of this node."""
-        if keys:
-            self.store.txn([], [Op(k) for k in keys])
+        After a restart (a new lease) or a lost lease. Two listings and one
+        transaction per ~100 keys, whatever the number of endpoints. Returns the
+        endpoints whose address another host holds now (taken while this one was away).
+        """
+        self.require()
+        addrs = {kv.key: kv for kv in self.store.list("addr/")}
+        peers = {kv.key: kv for kv in self.store.list("peers/")}
+        conflicts, puts, compares = [], [], []
+        for ep in endpoints:
+            keys = [addr_key(ep.network_id, a) for a in (ep.ipv4, ep.ipv6) if a]
+            held = [addrs.get(k) for k in keys]
+            if any(kv is not None and kv.value.get("endpoint") != ep.id for kv in held):
+                conflicts.append(ep)
+                continue
+            for key, kv in zip(keys, held):
+                addrs.pop(key, None)
+                puts.append(Op(key, {"endpoint": ep.id, "node": self.node.id}))
+                compares.append(Compare(key, kv.mod_revision if kv is not None else 0))
+            peers.pop(peer_key(ep.network_id, ep.id), None)
+            puts.append(Op(peer_key(ep.network_id, ep.id), peer_record(ep, self.node)))
+        for i in range(0, len(puts), 100):
+            chunk = puts[i:i + 100]
+            keys = {op.key for op in chunk}
+            if not self.store.txn([c for c in compares if c.key in keys], chunk, lease=True):
+                for ep in endpoints:  # a race with another host: one endpoint at a time
+                    if ep not in conflicts and self.publish(ep, force=True):
+                        conflicts.append(ep)
+                break
+        stale = [k for k, kv in (*addrs.items(), *peers.items()) if kv.value.get("node") == self.node.id]
+        for i in range(0, len(stale), 100):
+            self.store.txn([], [Op(k) for k in stale[i:i + 100]])
+        if stale:
+            log.info("cluster: removed %d records of this node that no endpoint owns", len(stale))
+        return conflicts
 
 
 def default_global_subnet(in_use: list[str], pools=GLOBAL_DEFAULT_POOLS, version: int = 4) -> str:

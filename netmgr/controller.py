@@ -22,7 +22,7 @@ import netaddr
 from dataclasses import dataclass, field
 
 from netmgr import errors, names
-from netmgr.cluster import default_global_subnet, peer_key
+from netmgr.cluster import default_global_subnet
 from netmgr.drivers import resolve
 from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PeerAware, PortBinding, SandboxInfo
 from netmgr.discovery import ServiceRecords
@@ -120,7 +120,7 @@ class Controller:
         for kv in self.store.list("networks/"):
             net = from_dict(Network, kv.value)
             self.networks[net.id] = net
-            self.ipam.add_network(net.id, net.pools)
+            self.ipam.load_network(net)
         for kv in self.store.list("endpoints/"):
             ep = from_dict(Endpoint, kv.value)
             self._index(ep)
@@ -197,7 +197,7 @@ class Controller:
         driver = resolve(self.drivers, net.driver)
         driver.validate(driver_view(net))
         with UndoStack() as undo:
-            self.ipam.add_network(net.id, net.pools)
+            net = self.ipam.open_network(net)  # a remote IPAM fills in the pools it chose
             undo.push("release pools", self.ipam.remove_network, net.id)
             data = driver.create_network(driver_view(net))
             net = dataclasses.replace(net, driver_data=data)
@@ -214,8 +214,7 @@ class Controller:
         names.check_network_name(req.name)
         if any(n.name == req.name for n in self.networks.values()):
             raise errors.AlreadyExists(f"network with name {req.name} already exists")
-        if req.ipam_driver not in ("default", ""):
-            raise errors.DriverNotFound(f'plugin "{req.ipam_driver}" not found')
+        self.ipam.check_driver(req.ipam_driver)
         driver = resolve(self.drivers, req.driver)
         scope = driver.capability().scope
         pools: tuple[PoolConfig, ...] = ()
@@ -223,7 +222,8 @@ class Controller:
             self._require_cluster(req.driver)
             pools = self._validate_global_pools(req)
         elif not driver.capability().no_interface:
-            pools = self._validate_pools(req)
+            pools = self._validate_pools(req) if self.ipam.is_default(req.ipam_driver) \
+                else self.ipam.requested_pools(req.pools + req.pools6, req.ipv6)
         return Network(
             id=new_id(), name=req.name, driver=req.driver, scope=scope,
             created=now_rfc3339(), internal=req.internal, attachable=req.attachable, ipv6=req.ipv6,
@@ -338,10 +338,12 @@ class Controller:
 
         As Docker's docker_gwbridge: a container on a non-internal overlay
         network gets a second interface on the host's ``netmgr_gwbridge``
-        (a local bridge network, ICC off, NAT on) that carries its default route.
+        (a local bridge network, ICC off, NAT on) that carries its default route,
+        unless another of its networks gives it one already (libnetwork's needDefaultGW).
         """
         eps = [self.attach(undo, net, ctr, req)]
-        if self._needs_gateway(net) and self.gateway_endpoint(ctr.id) is None:
+        has_default = any(e.gateway for e in self.container_endpoints(ctr.id))  # e.g. already on a bridge
+        if self._needs_gateway(net) and not has_default and self.gateway_endpoint(ctr.id) is None:
             eps.append(self.attach(undo, self.gateway_network(), ctr, AttachRequest(), pending=tuple(eps)))
         return eps
 
@@ -561,7 +563,7 @@ class Controller:
                 return
             net = from_dict(Network, value)
             self.store.put(f"networks/{net.id}", to_dict(net))  # a local copy: known while etcd is down
-            self.ipam.add_network(net.id, net.pools)
+            self.ipam.load_network(net)
             self.networks[net.id] = net
             for key, peer in list(self.remote_peers.items()):
                 if peer.get("network") == net.id:
@@ -609,20 +611,12 @@ class Controller:
 
     def cluster_connected(self) -> None:
         """(Re)connected with a fresh lease: put our endpoints on it, delete our records nobody owns."""
+        eps = [ep for ep in self.endpoints.values()
+               if ep.network_id in self.networks and self.networks[ep.network_id].scope == "global"]
         try:
-            stale = {kv.key: kv for kv in self.cluster.own_peers()}
-            for ep in list(self.endpoints.values()):
-                net = self.networks.get(ep.network_id)
-                if net is None or net.scope != "global":
-                    continue
-                stale.pop(peer_key(net.id, ep.id), None)
-                if self.cluster.publish(ep, force=True):
-                    log.error("cluster: an address of %s on %s was taken by another host while this one was "
-                              "away", ep.name, net.name)
-            for kv in stale.values():
-                log.info("cluster: removing stale peer record %s", kv.key)
-                ep = _peer_endpoint(kv.value)
-                self.cluster.unpublish(ep)
+            for ep in self.cluster.republish(eps):
+                log.error("cluster: an address of %s on network %s was taken by another host while this one "
+                          "was away", ep.name, self.networks[ep.network_id].name)
         except errors.NetmgrError as exc:
             log.error("cluster: republishing this host's endpoints: %s", exc)
 

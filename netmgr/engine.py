@@ -16,9 +16,11 @@ from netmgr import errors
 from netmgr.cluster import DEFAULT_TTL, Cluster, make_node
 from netmgr.containers import Containers
 from netmgr.controller import Controller
-from netmgr.drivers import make_drivers
+from netmgr.drivers import DriverTable, make_drivers
 from netmgr.drivers.base import HostEnv
 from netmgr.ipam import DEFAULT_POOLS, IPAM, unique_local_prefix
+from netmgr.plugins.ipam import IpamRouter
+from netmgr.plugins.registry import PluginRegistry
 from netmgr.reconcile import reconcile
 from netmgr.runtime import netns
 from netmgr.runtime.netlink import AF_INET, AF_INET6, Netlink
@@ -68,10 +70,13 @@ class Engine:
         #: the one thread that runs controller operations (API calls and cluster changes), in order
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmgr-op")
         self.cluster = self._open_cluster(cfg)
-        self.drivers = make_drivers(env, self.cluster, cfg.advertise_addr)
+        self.plugins = PluginRegistry(
+            cfg.plugin_dir, env, known=self._plugin_names, timeout=float(cfg.extra.get("plugin_timeout", 10.0)),
+            cluster_store=bool(cfg.cluster_store), advertise_addr=cfg.advertise_addr)
+        self.drivers = DriverTable(make_drivers(env, self.cluster, cfg.advertise_addr), self.plugins)
         bridges = lambda: {n.driver_data.get("bridge") for n in self.ctl.networks.values()}  # noqa: E731
         self.ipam = IPAM(cfg.default_pools, host_routes=lambda: self._host_routes(bridges()))
-        self.ctl = Controller(self.store, self.drivers, self.ipam, cfg.run_dir)
+        self.ctl = Controller(self.store, self.drivers, IpamRouter(self.ipam, self.plugins), cfg.run_dir)
         self.ctl.cluster = self.cluster
         self.containers = Containers(self.ctl, cfg.state_dir, cfg.host_netns)
 
@@ -87,7 +92,7 @@ class Engine:
         if kv is None:
             self.store.put("config/node", {"id": new_id()})
             kv = self.store.get("config/node")
-        store = EtcdStore(cfg.cluster_store, prefix=cfg.cluster_prefix, timeout=2.0)
+        store = EtcdStore(cfg.cluster_store, prefix=cfg.cluster_prefix, timeout=3.0)
         return Cluster(store, make_node(kv.value["id"], cfg.node_name, cfg.advertise_addr), cfg.cluster_ttl)
 
     def submit(self, fn: Callable[[], Any]) -> None:
@@ -101,6 +106,11 @@ class Engine:
             self.worker.submit(guarded)
         except RuntimeError:
             pass  # shutting down
+
+    def _plugin_names(self) -> set[str]:
+        """Driver and IPAM names used by existing networks (their plugins resolve even when gone)."""
+        nets = list(self.ctl.networks.values())
+        return {n.driver for n in nets} | {n.ipam_driver for n in nets}
 
     def _host_routes(self, own_bridges: set) -> list[str]:
         """Routes of the host, except the default ones and those on netmgr's bridges."""
@@ -140,6 +150,7 @@ class Engine:
             self.cluster.close()
         self.worker.shutdown(wait=True)
         self.ctl.close()
+        self.plugins.close()
         self.nft.close()
         if self._host_handle:
             self._host_handle.close()

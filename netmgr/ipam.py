@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import netaddr
 
 from netmgr import errors
-from netmgr.model import PoolConfig
+from netmgr.model import Network, PoolConfig
 
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (("172.17.0.0/16", 16), ("172.18.0.0/15", 16),
                                                ("172.20.0.0/14", 16), ("172.24.0.0/13", 16),
@@ -199,6 +199,25 @@ class IPAM:
                 pool.allocated.add(int(pool.gateway))
             tracked.append(pool)
         self._pools[network_id] = tracked
+
+    def open_network(self, net: Network) -> Network:
+        """Reserve a new network's pools (the controller's create step); the record is unchanged."""
+        self.add_network(net.id, net.pools)
+        return net
+
+    def load_network(self, net: Network) -> None:
+        """Track a stored network's pools (start-up)."""
+        self.add_network(net.id, net.pools)
+
+    @staticmethod
+    def is_default(driver: str) -> bool:
+        """True for this IPAM's names (``--ipam-driver default``, or none)."""
+        return driver in ("default", "")
+
+    def check_driver(self, driver: str) -> None:
+        """Only the built-in IPAM here (:class:`netmgr.plugins.ipam.IpamRouter` adds plugins)."""
+        if not self.is_default(driver):
+            raise errors.DriverNotFound(f'plugin "{driver}" not found')
 
     def remove_network(self, network_id: str) -> None:
         """Forget a network's pools (idempotent)."""

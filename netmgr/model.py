@@ -66,6 +66,8 @@ class Network:
     predefined: bool = False
     #: driver-owned data (bridge name, ...), opaque to the controller
     driver_data: dict[str, Any] = field(default_factory=dict)
+    #: remote IPAM: pool IDs and the addresses netmgr reserved (netmgr.plugins.ipam), opaque to the controller
+    ipam_data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

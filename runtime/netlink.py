@@ -247,11 +247,23 @@ class Netlink:
             # ifinfmsg: family(B) pad(B) type(H) index(i) after the 16-byte header
             return struct.unpack_from("=i", buf, 20)[0]
 
-    def add_bridge(self, name: str, mtu: int | None = None, mac: str | None = None) -> int:
-        """Create a bridge (down) and return its ifindex."""
-        msg = nlmsg.ifinfo(attrs=nlmsg.link_attrs(name, mtu, mac) + nlmsg.linkinfo("bridge"))
+    def add_bridge(self, name: str, mtu: int | None = None, mac: str | None = None,
+                   mcast_snooping: bool | None = None) -> int:
+        """Create a bridge (down) and return its ifindex.
+
+        ``mac``: a fixed address (otherwise the kernel gives the bridge the
+        lowest MAC of its ports, and changes it as ports come and go);
+        ``mcast_snooping``: None keeps the kernel's default (on).
+        """
+        info = nlmsg.linkinfo("bridge", nlmsg.bridge_data(mcast_snooping))
+        msg = nlmsg.ifinfo(attrs=nlmsg.link_attrs(name, mtu, mac) + info)
         self.request((msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add bridge {name}"))
         return self._index_or_fail(name)
+
+    def set_bridge(self, index: int, mcast_snooping: bool) -> None:
+        """Change a bridge's options (IFLA_BR_*) in place."""
+        info = nlmsg.linkinfo("bridge", nlmsg.bridge_data(mcast_snooping))
+        self.request((nlmsg.ifinfo(index, attrs=info), RTM_NEWLINK, 0, f"set bridge {index}"))
 
     def add_veth(
         self,
@@ -302,6 +314,13 @@ class Netlink:
         self.request((nlmsg.neigh(index, address, mac), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
                       f"add neighbour {address}"))
 
+    def peer_add(self, index: int, mac: str, dst: str, addresses: list[str]) -> None:
+        """:meth:`fdb_add` and a :meth:`neigh_add` per address, in one datagram (one round trip)."""
+        steps = [(nlmsg.fdb(index, mac, dst), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, f"add fdb {mac}")]
+        steps += [(nlmsg.neigh(index, a, mac), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, f"add neighbour {a}")
+                  for a in addresses]
+        self.request(*steps)
+
     def neigh_del(self, index: int, address: str, mac: str = "00:00:00:00:00:00") -> None:
         """Remove a neighbour entry; already gone is success."""
         with contextlib.suppress(errors.NotFound):
@@ -323,6 +342,16 @@ class Netlink:
     def set_link(self, index: int, **changes) -> None:
         """Change an existing link: up, master, mtu, name, mac."""
         self.request((self.set_link_msg(index, **changes), RTM_NEWLINK, 0, f"set link {index}"))
+
+    def move_link(self, index: int, netns_fd: int, name: str | None = None, mac: str | None = None) -> None:
+        """Move a link into the namespace ``netns_fd``, renamed to ``name``, with MAC ``mac``.
+
+        One request: the kernel moves the device first (which takes it down and
+        waits for an RCU grace period, ~15-20 ms), then renames it there, so the
+        new name only has to be free in the target namespace.
+        """
+        msg = nlmsg.ifinfo(index, attrs=nlmsg.link_attrs(name, None, mac, None, netns_fd))
+        self.request((msg, RTM_NEWLINK, 0, f"move link {index} to another namespace as {name or index}"))
 
     def del_link(self, index: int | None = None, name: str | None = None) -> bool:
         """Delete a link by index or by name (no lookup); already gone is success (False)."""

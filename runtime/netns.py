@@ -14,6 +14,7 @@ rtnetlink socket per sandbox for its whole life.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as E
 import os
@@ -112,12 +113,16 @@ def _sandbox_defaults(ipv6_off: bool) -> None:
     settings = [("all/accept_dad", "0"), ("default/accept_dad", "0")]
     if ipv6_off:
         settings.append(("default/disable_ipv6", "1"))
-    for key, value in settings:
-        try:
-            with open(f"/proc/sys/net/ipv6/conf/{key}", "w") as f:
-                f.write(value)
-        except OSError:
-            pass  # IPv6 disabled in this kernel
+    try:  # one walk through /proc/sys/net/ipv6 for the three (see _net_sysctl_dir)
+        conf = os.open("/proc/sys/net/ipv6/conf", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return  # IPv6 disabled in this kernel
+    try:
+        for key, value in settings:
+            with contextlib.suppress(OSError):
+                _write_at(conf, key, value)
+    finally:
+        os.close(conf)
 
 
 def create(path: str, sandbox: bool = True) -> NetnsHandle:
@@ -198,13 +203,63 @@ def run_in(path: str, fn: Callable[[], T]) -> T:
     return _on_throwaway_thread(lambda: (_setns(path), fn())[1])
 
 
+def _write_at(dir_fd: int | None, rel: str, value: str) -> None:
+    fd = os.open(rel, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+# (st_dev, st_ino) of a network namespace, "ipv6" -> O_PATH descriptor of its /proc/sys/net/ipv6
+_net_dirs: dict[tuple[int, int, str], int] = {}
+_net_dirs_lock = threading.Lock()
+
+
+def _net_sysctl_dir(proto: str) -> int:
+    """An O_PATH descriptor of ``/proc/sys/net/<proto>`` as the calling thread's namespace sees it.
+
+    Cached per namespace; call with ``_net_dirs_lock`` held and use it under the lock.
+
+    procfs has one dcache for all namespaces, and /proc/sys/net is one dentry
+    for all of them: each namespace that ever opened something under
+    /proc/sys/net/ipv6 (every sandbox does, see :func:`_sandbox_defaults`) has
+    its own ``ipv6`` dentry there, all with the same parent and name, hence on
+    one hash chain, and a path walk compares against each of them
+    (``proc_sys_compare``): 0.2 µs per namespace when idle, up to 1 µs on a
+    busy machine, so 0.2-1 ms per write at 1000 containers, on every attach.
+    Opening relative to this descriptor skips that component.
+    """
+    st = os.stat("/proc/thread-self/ns/net")
+    key = (st.st_dev, st.st_ino, proto)
+    fd = _net_dirs.get(key)
+    if fd is None:
+        fd = _net_dirs[key] = os.open(f"/proc/sys/net/{proto}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fd
+
+
+def _write_own(key: str, value: str) -> None:
+    """Write a sysctl of the calling thread's own namespace."""
+    parts = key.split(".", 2)
+    if len(parts) == 3 and parts[0] == "net":
+        with _net_dirs_lock:
+            try:
+                return _write_at(_net_sysctl_dir(parts[1]), parts[2].replace(".", "/"), value)
+            except OSError:
+                # a descriptor left from a namespace that is gone (its inode number reused)
+                # fails like a missing key: drop them all and let the full path decide
+                for fd in _net_dirs.values():
+                    os.close(fd)
+                _net_dirs.clear()
+    _write_at(None, "/proc/sys/" + key.replace(".", "/"), value)
+
+
 def sysctl_write(path: str | None, key: str, value: str) -> None:
     """Write ``/proc/sys/<key>`` in the namespace at ``path`` (None: the current one)."""
     proc = "/proc/sys/" + key.replace(".", "/")
 
-    def write() -> None:
-        with open(proc, "w") as f:
-            f.write(value)
-
     with mapped(f"sysctl {key}"):
-        run_in(path, write) if path else write()
+        if path:
+            run_in(path, lambda: _write_at(None, proc, value))
+        else:
+            _write_own(key, value)

@@ -32,6 +32,8 @@ VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+# linux/if_link.h IFLA_BR_*
+BR_MCAST_SNOOPING = 23
 # linux/if_link.h IFLA_VXLAN_*
 VXLAN_ID, VXLAN_LINK, VXLAN_LOCAL, VXLAN_TTL, VXLAN_LEARNING, VXLAN_PROXY, VXLAN_PORT = 1, 3, 4, 5, 7, 11, 15
 VXLAN_LOCAL6 = 17
@@ -115,6 +117,14 @@ def linkinfo(kind: str, data: bytes = b"") -> bytes:
 def veth_peer(name: str, netns_fd: int | None, mac: str | None, mtu: int | None) -> bytes:
     """VETH_INFO_PEER: an ifinfomsg and the peer's attributes."""
     return nla(VETH_INFO_PEER, _IFINFO.pack(0, 0, 0, 0, 0) + link_attrs(name, mtu, mac, None, netns_fd))
+
+
+def bridge_data(mcast_snooping: bool | None = None) -> bytes:
+    """IFLA_INFO_DATA of a bridge: only what is given (None leaves the kernel's default)."""
+    out = b""
+    if mcast_snooping is not None:
+        out += nla(BR_MCAST_SNOOPING, bytes([1 if mcast_snooping else 0]))
+    return out
 
 
 def vxlan_data(vni: int, local: str, port: int = 4789, underlay_index: int | None = None,

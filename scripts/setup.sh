@@ -19,6 +19,13 @@ apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-dev gcc iproute2 nftables iptables util-linux procps busybox-static etcd-server \
   >/dev/null
 
+# Node.js and npm for the Node.js IPAM plugin (labs/plugins/node-ipam; its tests skip without node).
+# A node that came with its own npm (e.g. NodeSource's) is kept.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+(cd labs/plugins/node-ipam && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

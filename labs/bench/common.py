@@ -304,3 +304,56 @@ def teardown(client, refs: list[str], sample: int) -> dict:
     some = refs[-sample:] if sample > 0 else []
     seconds, failures = remove_containers(client, some) if some else (0.0, [])
     return {"removed": len(some), "seconds": seconds, "failures": failures, "left_to_down": len(refs) - len(some)}
+
+
+# -- shared by overlay.py ---------------------------------------------------------------------------
+
+
+def sigterm_as_interrupt() -> Callable[[], None]:
+    """From now on SIGTERM raises KeyboardInterrupt in this process (so ``finally`` cleans up); returns a restore.
+
+    A forked child that receives SIGTERM exits at once instead of unwinding into the
+    parent's cleanup (see "A pyroute2 pitfall" in README.md).
+    """
+    import signal
+
+    main_pid = os.getpid()
+
+    def on_sigterm(_sig, _frame):
+        if os.getpid() != main_pid:
+            os._exit(1)
+        raise KeyboardInterrupt
+
+    prev = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, prev)
+
+
+class signals_ignored:
+    """A ``with`` block during which SIGINT and SIGTERM are ignored: a cleanup a second Ctrl-C must not cut short."""
+
+    def __enter__(self) -> None:
+        import signal
+
+        self._prev = (signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN))
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self._prev[0])
+        signal.signal(signal.SIGTERM, self._prev[1])
+
+
+def leftovers(marker: str) -> dict:
+    """What still carries ``marker`` in its name: /run/netns entries, processes (command line), /tmp entries."""
+    netns_dir = "/run/netns"
+    out = {"netns": sorted(n for n in (os.listdir(netns_dir) if os.path.isdir(netns_dir) else []) if marker in n),
+           "tmp": sorted(n for n in os.listdir("/tmp") if marker in n), "processes": []}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if marker in cmdline:
+            out["processes"].append(f"{pid} {cmdline[:200]}")
+    return out

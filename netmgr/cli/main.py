@@ -16,7 +16,9 @@ import traceback
 
 from netmgr import __version__, errors
 from netmgr.cli import container as container_cmds
+from netmgr.cli import lab as lab_cmds
 from netmgr.cli import network as network_cmds
+from netmgr.cli import plugin as plugin_cmds
 
 
 class UsageError(errors.InvalidConfig):
@@ -42,6 +44,8 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", parser_class=Parser)
     network_cmds.register(sub)
     container_cmds.register(sub)
+    plugin_cmds.register(sub)
+    lab_cmds.register(sub)
     d = sub.add_parser("daemon", help="run the daemon in the foreground (same as netmgrd)")
     from netmgr.daemon.flags import build_parser as daemon_flags
 

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import resource
@@ -140,10 +141,13 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("netmgrd listening on %s", socket_path)
+    collect_and_freeze()
+    refreeze = loop.create_task(refreeze_periodically(loop, service.worker))
     if ready:
         ready.set()
     await stop.wait()
     log.info("netmgrd stopping")
+    refreeze.cancel()
     await server.stop(grace=1)
     watcher.close()
     rules.close()
@@ -151,6 +155,36 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     await dns.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
+
+
+GC_REFREEZE_S = 60.0
+
+
+def collect_and_freeze() -> None:
+    """Collect garbage, then hide every surviving object from later collections.
+
+    After start-up that is ~44 000 objects (modules, gRPC, protobuf
+    descriptors, the loaded state), and a container adds ~50 that live as
+    long as it does. Python's occasional full collection walks all of them
+    on whichever request triggers it: 25-30 ms at start, 40-120 ms with 1000
+    containers (measured while the scale benchmark ran). Frozen objects are
+    skipped; acyclic ones are still freed by reference counting when dropped.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+async def refreeze_periodically(loop: asyncio.AbstractEventLoop, worker) -> None:
+    """Every minute, on the worker thread between two operations: :func:`collect_and_freeze`.
+
+    Each pass only walks what was created since the previous one.
+    """
+    while True:
+        await asyncio.sleep(GC_REFREEZE_S)
+        try:
+            await loop.run_in_executor(worker, collect_and_freeze)
+        except RuntimeError:  # the worker is shutting down
+            return
 
 
 def raise_fd_limit() -> None:

@@ -283,11 +283,33 @@ class NetmgrService(pb_grpc.NetmgrServicer):
                 "StateDir": self.engine.cfg.state_dir,
                 "RunDir": self.engine.cfg.run_dir,
                 "ClusterStore": self.engine.cfg.cluster_store,
+                "Cluster": _cluster_info(self.engine.cluster, len(self.ctl.remote_peers)),
                 "NftTable": f"inet {self.engine.cfg.nft_table}",
                 "ServerVersion": __version__,
                 "KernelVersion": platform.release(),
             })]
         return pb.Documents(json=await self.run(context, op))
+
+    async def PluginList(self, request, context):
+        def used():
+            counts: dict[str, int] = {}
+            for net in self.ctl.networks.values():
+                for name in {net.driver, net.ipam_driver}:
+                    counts[name] = counts.get(name, 0) + 1
+            return {k: v for k, v in counts.items() if k not in self.engine.drivers and k not in ("default", "")}
+        counts = await self.run(context, used)
+        # health checks off the operation worker: a slow plugin never delays other calls
+        docs = await asyncio.to_thread(self.engine.plugins.describe, counts)
+        return pb.Documents(json=[_dumps(d) for d in docs])
+
+
+def _cluster_info(cluster, remote_peers: int) -> dict | None:
+    """This node as the cluster knows it (None without a cluster store)."""
+    if cluster is None:
+        return None
+    node = cluster.node
+    return {"NodeID": node.id, "NodeName": node.name, "AdvertiseAddr": node.addr, "Connected": cluster.connected,
+            "RemoteEndpoints": remote_peers}
 
 
 def _status(code: int) -> tuple:

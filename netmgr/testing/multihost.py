@@ -28,6 +28,11 @@ from netmgr.runtime import netns, sandbox
 from netmgr.testing.etcd import EtcdServer
 
 
+def fixed_mac() -> str:
+    """A random locally administered unicast MAC, for bridges that must keep theirs."""
+    return "02:4e:" + os.urandom(4).hex(":")
+
+
 class MultiHost:
     """``up()`` builds the cluster, ``down()`` removes it; a context manager."""
 
@@ -52,7 +57,9 @@ class MultiHost:
         try:
             netns.ensure_ns_dir(NETNS_DIR)
             self.ul = netns.create(self.ul_path, sandbox=False)
-            bridge = self.ul.nl.add_bridge("ul0", mtu=self.mtu)
+            # a fixed MAC: a bridge without one takes its lowest port's, which changes as hosts are
+            # added, and hosts that resolved etcd's address earlier would keep sending to the old one
+            bridge = self.ul.nl.add_bridge("ul0", mtu=self.mtu, mac=fixed_mac())
             self.ul.nl.add_addr(bridge, self.gateway, 24)
             self.ul.nl.set_link(bridge, up=True)
             self.etcd = EtcdServer(os.path.join(self.base, "etcd"), host=self.gateway, client_port=2379,

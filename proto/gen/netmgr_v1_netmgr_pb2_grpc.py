@@ -135,6 +135,11 @@ class NetmgrStub:
                 request_serializer=netmgr_dot_v1_dot_netmgr__pb2.Empty.SerializeToString,
                 response_deserializer=netmgr_dot_v1_dot_netmgr__pb2.Documents.FromString,
                 _registered_method=True)
+        self.PluginList = channel.unary_unary(
+                '/netmgr.v1.Netmgr/PluginList',
+                request_serializer=netmgr_dot_v1_dot_netmgr__pb2.Empty.SerializeToString,
+                response_deserializer=netmgr_dot_v1_dot_netmgr__pb2.Documents.FromString,
+                _registered_method=True)
 
 
 class NetmgrServicer:
@@ -262,6 +267,15 @@ class NetmgrServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PluginList(self, request, context):
+        """Remote plugins found in the plugin directory or used by networks, one JSON
+        document each: {"Name", "Address", "Implements", "Scope", "Description",
+        "Health", "Error", "Networks"} (`netmgr plugin ls`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetmgrServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -362,6 +376,11 @@ def add_NetmgrServicer_to_server(servicer, server):
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
+                    request_deserializer=netmgr_dot_v1_dot_netmgr__pb2.Empty.FromString,
+                    response_serializer=netmgr_dot_v1_dot_netmgr__pb2.Documents.SerializeToString,
+            ),
+            'PluginList': grpc.unary_unary_rpc_method_handler(
+                    servicer.PluginList,
                     request_deserializer=netmgr_dot_v1_dot_netmgr__pb2.Empty.FromString,
                     response_serializer=netmgr_dot_v1_dot_netmgr__pb2.Documents.SerializeToString,
             ),
@@ -904,6 +923,33 @@ class Netmgr:
             request,
             target,
             '/netmgr.v1.Netmgr/Info',
+            netmgr_dot_v1_dot_netmgr__pb2.Empty.SerializeToString,
+            netmgr_dot_v1_dot_netmgr__pb2.Documents.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PluginList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netmgr.v1.Netmgr/PluginList',
             netmgr_dot_v1_dot_netmgr__pb2.Empty.SerializeToString,
             netmgr_dot_v1_dot_netmgr__pb2.Documents.FromString,
             options,

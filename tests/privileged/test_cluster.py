@@ -192,3 +192,30 @@ def test_a_dead_hosts_peers_vanish_with_its_lease(hosts):
     assert wait_for(lambda: key not in rb.peers, 8)
     assert time.monotonic() - t0 < 6
     assert b.publish(endpoint(net, "10.74.0.2/24")) == []  # its address is free again
+
+
+def test_restart_republishes_on_the_new_lease_and_drops_what_nobody_owns(etcd, hosts):
+    (old, _), (other, rother) = hosts(2)
+    net = network("nmt-r", "10.75.0.0/24")
+    other.create_network(net)
+    kept = [endpoint(net, f"10.75.0.{i}/24", f"k{i}") for i in (2, 3)]
+    gone = endpoint(net, "10.75.0.4/24", "gone")
+    for ep in (*kept, gone):
+        assert old.publish(ep) == []
+    assert other.publish(endpoint(net, "10.75.0.9/24")) == []
+    # the daemon restarts: same node, new connection and lease; "gone" was removed while it was down
+    new = Cluster(EtcdStore(etcd.url, prefix=old.store.prefix, timeout=5), old.node, 10)
+    rec = Recorder()
+    new.start(rec, lambda fn: fn())
+    try:
+        assert rec.connected.wait(10)
+        taken_meanwhile = endpoint(net, "10.75.0.9/24", "dup")
+        assert new.republish([*kept, taken_meanwhile]) == [taken_meanwhile]
+        old.store.revoke_lease()  # the old lease ends: the re-put keys must survive it
+        assert wait_for(lambda: peer_key(net.id, gone.id) not in rother.peers)
+        time.sleep(0.3)
+        assert all(peer_key(net.id, ep.id) in rother.peers for ep in kept)
+        assert other.publish(endpoint(net, "10.75.0.4/24")) == []  # the stale address is free
+        assert other.publish(endpoint(net, "10.75.0.2/24")) == ["10.75.0.2/24"]
+    finally:
+        new.close(revoke=True)

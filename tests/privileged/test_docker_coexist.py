@@ -55,7 +55,7 @@ def test_daemon_reacts_to_dockerd_starting(sim_host):
     as_dockerd(h.netns_path)
     for _ in range(100):
         rules = h.sh("iptables", "-S", "DOCKER-USER").out
-        if "-i nm-+ -j ACCEPT" in rules and "-i netmgr0 -j ACCEPT" in rules:
+        if "-i nm-+ -j ACCEPT" in rules and "-o netmgr0 -j ACCEPT" in rules:  # -o netmgr0 is inserted last
             break
         time.sleep(0.05)
     assert "-A DOCKER-USER -i nm-+ -j ACCEPT" in rules and "-A DOCKER-USER -o netmgr0 -j ACCEPT" in rules

@@ -156,7 +156,7 @@ def test_egress_through_the_gateway_bridge_and_internal_has_none(cluster):
     h1 = cluster.hosts[0]
     net = overlay(h1, "--subnet", "10.63.0.0/24")
     internal = overlay(h1, "--internal", "--subnet", "10.64.0.0/24")
-    out, inn = uniq("out"), uniq("in")
+    out, inn, br = uniq("out"), uniq("in"), uniq("br")
     ok(h1.cli("run", "-d", "--name", out, "--network", net, "sleep", "600"))
     ok(h1.cli("run", "-d", "--name", inn, "--network", internal, "sleep", "600"))
     try:
@@ -169,8 +169,13 @@ def test_egress_through_the_gateway_bridge_and_internal_has_none(cluster):
         assert gw["Options"]["com.docker.network.bridge.enable_icc"] == "false"
         ok(h1.cli("network", "disconnect", net, out))
         assert "eth1" not in h1.cli("exec", out, "ip", "-o", "link").out  # the gateway endpoint left too
+        # a container that has a default route already (the default bridge) gets no gateway endpoint
+        ok(h1.cli("run", "-d", "--name", br, "sleep", "600"))
+        ok(h1.cli("network", "connect", net, br))
+        assert "eth2" not in h1.cli("exec", br, "ip", "-o", "link").out
+        assert ping(h1, br, cluster.gateway)
     finally:
-        h1.cli("rm", "-f", out, inn)
+        h1.cli("rm", "-f", out, inn, br)
     ok(h1.cli("network", "rm", net, internal))
 
 

@@ -101,7 +101,7 @@ def test_connect_store_failure_rolls_back(nets, host_ns, monkeypatch):
     engine = nets
     ctr = engine.containers.run(RunRequest(argv=("sleep", "300"), name="nmt-rbs", network="nmt-rb1"))
     before = snapshot(engine, host_ns, ctr.sandbox_key)
-    monkeypatch.setattr(engine.store, "put", _boom)
+    monkeypatch.setattr(engine.store, "txn", _boom)
     with pytest.raises(Injected):
         engine.containers.connect("nmt-rb2", "nmt-rbs", AttachRequest())
     assert snapshot(engine, host_ns, ctr.sandbox_key) == before
