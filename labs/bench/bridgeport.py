@@ -47,6 +47,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -201,25 +202,39 @@ def measure(tag: str, ports: int, configs: list[str], runs: int, warmup: int) ->
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ports", default="10,1000", help="filler ports per bridge, comma-separated (at most 1022)")
-    ap.add_argument("--configs", default="v6sysctl,v6sysctl+nosnoop,v6sysctl+mac,v6sysctl+mtu,v6sysctl+nosnoop+mac+mtu",
+    ap.add_argument("--configs", default="v6sysctl,v6sysctl+nosnoop,v6sysctl+nosnoop+mac+mtu,v6gen+nosnoop",
                     help="bridge configurations measured side by side (one bridge each), comma-separated")
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole matrix (noise)")
-    ap.add_argument("--json")
+    ap.add_argument("--json", metavar="FILE", help="also write every sample and summary to FILE")
     args = ap.parse_args()
+    if os.geteuid() != 0:
+        ap.error("needs root (network namespaces, bridges)")
+
+    def on_sigterm(_sig, _frame):
+        raise KeyboardInterrupt  # unwind through measure()'s cleanup
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     out = []
     tag = secrets.token_hex(3)
     cols = ("connect",) + STEPS + ("veth_cpu", "v6open")
     print(f"{'ports':>5} {'config':<24} " + " ".join(f"{s + ' med/p95':>14}" for s in cols) + "   (ms)")
-    for _ in range(args.rounds):
-        for ports in (int(p) for p in args.ports.split(",")):
-            for r in measure(tag, ports, args.configs.split(","), args.runs, args.warmup):
-                out.append(r)
-                sm = r["summary"]
-                print(f"{ports:>5} {r['config']:<24} " + " ".join(
-                    f"{sm[s]['median_ms']:>6.3f}/{sm[s]['p95_ms']:>7.3f}" if s in sm else f"{'-':>14}" for s in cols),
-                    flush=True)
+    try:
+        sizes = [int(p) for p in args.ports.split(",")]
+    except ValueError:
+        ap.error("--ports takes comma-separated integers")
+    for ports in sizes * args.rounds:
+        try:
+            got = measure(tag, ports, args.configs.split(","), args.runs, args.warmup)
+        except KeyboardInterrupt:
+            return 130
+        for r in got:
+            out.append(r)
+            sm = r["summary"]
+            print(f"{ports:>5} {r['config']:<24} " + " ".join(
+                f"{sm[s]['median_ms']:>6.3f}/{sm[s]['p95_ms']:>7.3f}" if s in sm else f"{'-':>14}" for s in cols),
+                flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -166,9 +166,11 @@ def collect_and_freeze() -> None:
     After start-up that is ~44 000 objects (modules, gRPC, protobuf
     descriptors, the loaded state), and a container adds ~50 that live as
     long as it does. Python's occasional full collection walks all of them
-    on whichever request triggers it: 25-30 ms at start, 40-120 ms with 1000
-    containers (measured while the scale benchmark ran). Frozen objects are
-    skipped; acyclic ones are still freed by reference counting when dropped.
+    on whichever request triggers it: 20-30 ms at start, 56-122 ms with 1000
+    containers (labs/bench/README.md, scale benchmark); 0.4-3.5 ms with this.
+    Frozen objects are skipped but still freed by reference counting when
+    dropped; only one that later ends up in a garbage reference cycle is
+    never collected (the daemon's long-lived records are plain data).
     """
     gc.collect()
     gc.freeze()
