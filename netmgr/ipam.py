@@ -85,6 +85,9 @@ class _Pool:
     ip_range: netaddr.IPNetwork | None
     aux: dict[str, netaddr.IPAddress]
     allocated: set[int] = field(default_factory=set)
+    #: every address of the span below this one is taken: the search for a free one starts here,
+    #: so allocating stays O(1) as the network fills (lowest free address first, as before)
+    hint: int = 0
 
     def reserved(self, ip: netaddr.IPAddress) -> bool:
         if ip.version == 4 and self.subnet.prefixlen < 31 and ip in (self.subnet.network, self.subnet.broadcast):
@@ -260,10 +263,12 @@ class IPAM:
     def _first_free(pool: _Pool) -> netaddr.IPAddress | None:
         span = pool.ip_range or pool.subnet
         first, last = int(span.first), int(span.last)
-        for value in range(first, min(last, first + (1 << 24)) + 1):
+        start = max(first, pool.hint)
+        for value in range(start, min(last, first + (1 << 24)) + 1):
             if value not in pool.allocated:
                 ip = netaddr.IPAddress(value, span.version)
                 if not pool.reserved(ip):
+                    pool.hint = value
                     return ip
         return None
 
@@ -284,6 +289,7 @@ class IPAM:
         for pool in self._pools.get(network_id, []):
             if ip in pool.subnet and ip != pool.gateway and ip not in pool.aux.values():
                 pool.allocated.discard(int(ip))
+                pool.hint = min(pool.hint, int(ip))
 
     def in_use(self, network_id: str) -> int:
         """How many addresses are taken (gateway and aux included); for tests and stats."""

@@ -517,3 +517,17 @@ def test_rebuild_from_records_gives_same_state():
         rebuilt.mark_address("n1", a)
     assert rebuilt.in_use("n1") == live.in_use("n1")
     assert rebuilt.request_address("n1") == live.request_address("n1")
+
+
+def test_lowest_free_address_first_with_the_search_hint():
+    ipam = IPAM()
+    ipam.add_network("n", [PoolConfig("10.9.0.0/24", "10.9.0.1")])
+    got = [ipam.request_address("n") for _ in range(5)]
+    assert got == [f"10.9.0.{i}/24" for i in range(2, 7)]
+    ipam.request_address("n", ip="10.9.0.8")  # static, above the hint
+    ipam.release_address("n", "10.9.0.4/24")
+    ipam.release_address("n", "10.9.0.3/24")
+    assert ipam.request_address("n") == "10.9.0.3/24"  # the lowest free again
+    assert ipam.request_address("n") == "10.9.0.4/24"
+    assert ipam.request_address("n") == "10.9.0.7/24"
+    assert ipam.request_address("n") == "10.9.0.9/24"  # .8 was taken statically
