@@ -301,8 +301,8 @@ class Containers:
 
     def connect(self, net_ref: str, ctr_ref: str, req: AttachRequest) -> Endpoint:
         """``network connect``: a new interface (eth1, eth2…) in the container's sandbox."""
+        ctr = self.get(ctr_ref)  # Docker checks the container first
         net = self.ctl.network(net_ref)
-        ctr = self.get(ctr_ref)
         if not ctr.sandbox_key and self.ctl.container_endpoints(ctr.id) and net.driver != "host":
             raise errors.Conflict(
                 "container sharing network namespace with another container or host cannot be connected to any "

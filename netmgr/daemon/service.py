@@ -157,7 +157,6 @@ class NetmgrService(pb_grpc.NetmgrServicer):
 
     async def NetworkConnect(self, request, context):
         def op():
-            self.ctrs.get(request.container)  # Docker checks the container first
             req = AttachRequest(request.ip, request.ip6, tuple(request.aliases))
             return self.ctrs.connect(request.network, request.container, req)
         ep = await self.run(context, op)
