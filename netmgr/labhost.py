@@ -159,7 +159,8 @@ def kill_shims_under(state_dir: str) -> None:
                 cmdline = f.read().decode(errors="replace")
         except OSError:
             continue
-        if "netmgr.runtime.shim" in cmdline and marker in cmdline:
+        # the shim runs as ``python -I -S -c "…import shim…" DIR SPEC`` (runtime/container.py), SPEC under the state dir
+        if ("import shim;" in cmdline or "netmgr.runtime.shim" in cmdline) and marker in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
     containers = os.path.join(state_dir, "containers")
