@@ -155,8 +155,14 @@ class NetworkDriver(Protocol):
 class PeerAware(Protocol):
     """A global-scope driver that programs remote endpoints (peer records from the cluster)."""
 
-    def set_peer(self, net: NetworkInfo, key: str, record: dict | None) -> None:
-        """One remote endpoint appeared, changed (record) or left (None)."""
+    def set_peer(self, network_id: str, key: str, record: dict | None) -> None:
+        """One remote endpoint appeared, changed (record) or left (None); any thread."""
+
+    def set_all_peers(self, records: dict[str, dict]) -> None:
+        """Every remote endpoint (after connecting or a compaction); any thread."""
+
+    def close(self) -> None:
+        """Release what peer programming holds (its netlink socket)."""
 
 
 class PassiveDriver:

@@ -25,13 +25,15 @@ docker_gwbridge): join returns no gateway of its own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import threading
 from typing import Any
 
 from netmgr import errors
 from netmgr.drivers.base import Capability, EndpointInfo, HostEnv, JoinInfo, NetworkInfo, PassiveDriver, SandboxInfo
 from netmgr.runtime import netns
-from netmgr.runtime.netlink import mapped
+from netmgr.runtime.netlink import Netlink, mapped
 
 log = logging.getLogger("netmgr.drivers.overlay")
 
@@ -40,6 +42,15 @@ OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"
 KNOWN_OPTIONS = {OPT_MTU, OPT_VNI}
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 VXLAN_PORT = 4789
+
+
+def _locked(method):
+    """Run a driver method under its lock: peers arrive on their own thread (see set_peer)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 def bridge_name(net_id: str) -> str:
@@ -70,6 +81,10 @@ class OverlayDriver(PassiveDriver):
         self._eps: dict[str, set[str]] = {}  # network id -> local endpoint ids
         self._peers: dict[str, dict[str, dict]] = {}  # network id -> peer key -> record (remote only)
         self._underlay_mtu: int | None = None
+        #: peers are programmed on a thread of their own (not behind the daemon's operations), with a
+        #: netlink socket of their own; the lock keeps them and join/leave/restore apart
+        self._lock = threading.RLock()
+        self._peer_nl: Netlink | None = None
 
     def capability(self) -> Capability:
         """Global scope: its networks, VNIs and peers live in the cluster store."""
@@ -96,6 +111,7 @@ class OverlayDriver(PassiveDriver):
         vni = self.cluster.allocate_vni(net.id, int(net.options.get(OPT_VNI) or 0))
         return {"vni": vni}
 
+    @_locked
     def delete_network(self, net: NetworkInfo) -> None:
         """Remove this host's bridge and VXLAN device; free the VNI if still held."""
         self._teardown(net.id)
@@ -145,7 +161,7 @@ class OverlayDriver(PassiveDriver):
             raise
         self._local[net.id] = (bridge, vxlan)
         for record in self._peers.get(net.id, {}).values():
-            self._program(vxlan, record)
+            self._program(self.env.nl, vxlan, record)
         return bridge, vxlan
 
     def _teardown(self, net_id: str) -> None:
@@ -155,34 +171,64 @@ class OverlayDriver(PassiveDriver):
 
     # -- peers ---------------------------------------------------------------------
 
-    def set_peer(self, net: NetworkInfo, key: str, record: dict | None) -> None:
-        """A remote endpoint appeared (record), changed, or left (None): program this host."""
-        peers = self._peers.setdefault(net.id, {})
+    def _nl_for_peers(self) -> Netlink:
+        if self._peer_nl is None:
+            path = self.env.netns_path
+            self._peer_nl = netns.run_in(path, Netlink) if path else Netlink()
+        return self._peer_nl
+
+    @_locked
+    def set_peer(self, network_id: str, key: str, record: dict | None) -> None:
+        """A remote endpoint appeared (record), changed, or left (None): program this host.
+
+        Called for every overlay network, known here or not yet: the record is
+        kept and programmed when the network's datapath exists on this host.
+        """
+        peers = self._peers.setdefault(network_id, {})
         old = peers.pop(key, None)
         if record is not None:
             peers[key] = record
-        local = self._local.get(net.id)
+        local = self._local.get(network_id)
         if local is None:
             return
+        nl = self._nl_for_peers()
         if old is not None and (record is None or _datapath(old) != _datapath(record)):
-            self._unprogram(local[1], old, keep_mac=record is not None and record["mac"] == old["mac"])
+            self._unprogram(nl, local[1], old, keep_mac=record is not None and record["mac"] == old["mac"])
         if record is not None and (old is None or _datapath(old) != _datapath(record)):
-            self._program(local[1], record)
+            self._program(nl, local[1], record)
 
-    def _program(self, vxlan: int, peer: dict) -> None:
+    @_locked
+    def set_all_peers(self, records: dict[str, dict]) -> None:
+        """Every remote peer (after connecting or a compaction): program the difference."""
+        current = {k for peers in self._peers.values() for k in peers}
+        for key in current - records.keys():
+            self.set_peer(key.split("/")[1], key, None)
+        for key, record in records.items():
+            if self._peers.get(key.split("/")[1], {}).get(key) != record:
+                self.set_peer(key.split("/")[1], key, record)
+
+    def close(self) -> None:
+        """Close the peer thread's netlink socket."""
+        if self._peer_nl is not None:
+            self._peer_nl.close()
+            self._peer_nl = None
+
+    @staticmethod
+    def _program(nl: Netlink, vxlan: int, peer: dict) -> None:
         try:
             ips = [ip.split("/")[0] for ip in (peer.get("ip"), peer.get("ip6")) if ip]
-            self.env.nl.peer_add(vxlan, peer["mac"], peer["vtep"], ips)
+            nl.peer_add(vxlan, peer["mac"], peer["vtep"], ips)
         except errors.NetmgrError as exc:
             log.error("overlay: programming peer %s (%s): %s", peer.get("name"), peer.get("ip"), exc)
 
-    def _unprogram(self, vxlan: int, peer: dict, keep_mac: bool = False) -> None:
+    @staticmethod
+    def _unprogram(nl: Netlink, vxlan: int, peer: dict, keep_mac: bool = False) -> None:
         with contextlib.suppress(errors.NetmgrError):
             for ip in (peer.get("ip"), peer.get("ip6")):
                 if ip:
-                    self.env.nl.neigh_del(vxlan, ip.split("/")[0])
+                    nl.neigh_del(vxlan, ip.split("/")[0])
             if not keep_mac:
-                self.env.nl.fdb_del(vxlan, peer["mac"], peer["vtep"])
+                nl.fdb_del(vxlan, peer["mac"], peer["vtep"])
 
     # -- endpoints -------------------------------------------------------------------
 
@@ -190,6 +236,7 @@ class OverlayDriver(PassiveDriver):
         """Name the host-side veth (made at join, its peer created in the sandbox)."""
         return {"veth": veth_name(ep)}
 
+    @_locked
     def join(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> JoinInfo:
         """The network's datapath on this host (first join), then a veth onto its bridge."""
         if sb.handle is None:
@@ -210,6 +257,7 @@ class OverlayDriver(PassiveDriver):
         self._eps.setdefault(net.id, set()).add(ep.id)
         return JoinInfo(ifname=sb.ifname, disable_gateway=True)
 
+    @_locked
     def leave(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> None:
         """Delete the veth; the last endpoint on this host takes the bridge and VXLAN device along."""
         host_if = ep.driver_data.get("veth") or veth_name(ep)
@@ -223,6 +271,7 @@ class OverlayDriver(PassiveDriver):
 
     # -- restart -------------------------------------------------------------------------
 
+    @_locked
     def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
         """After a restart: the datapath of networks with local endpoints, nothing else of ours.
 
@@ -247,6 +296,7 @@ class OverlayDriver(PassiveDriver):
             elif link.kind == "veth" and link.master in ours and link.name not in known:
                 self.env.nl.del_link(index=link.index)
 
+    @_locked
     def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
         """Re-enslave an endpoint's veth to the bridge; False when the veth is gone."""
         host_if = ep.driver_data.get("veth") or veth_name(ep)

@@ -59,6 +59,16 @@ class Node:
     addr: str  # the advertise address: the VTEP of its overlay networks
 
 
+class PeerSink(Protocol):
+    """What programs the datapath for remote endpoints (the overlay driver), on its own thread."""
+
+    def set_peer(self, key: str, value: dict | None) -> None:
+        """One peer record changed (None: deleted)."""
+
+    def set_all_peers(self, peers: dict[str, dict]) -> None:
+        """Every peer record."""
+
+
 class ClusterHandler(Protocol):
     """What receives the cluster's changes (the controller), always on its worker thread."""
 
@@ -110,6 +120,8 @@ class Cluster:
         self.url = store.url
         self._handler: ClusterHandler | None = None
         self._deliver: Callable[[Callable[[], Any]], None] = lambda fn: fn()
+        self._peer_sink: PeerSink | None = None
+        self._peer_deliver: Callable[[Callable[[], Any]], None] = lambda fn: fn()
         self._cancels: list[Callable[[], None]] = []
         self._task: asyncio.Future | None = None
         self._closed = False
@@ -118,9 +130,19 @@ class Cluster:
 
     # -- connection --------------------------------------------------------------
 
-    def start(self, handler: ClusterHandler, deliver: Callable[[Callable[[], Any]], None]) -> None:
-        """Connect in the background (retrying while etcd is unreachable), then sync and watch."""
+    def start(self, handler: ClusterHandler, deliver: Callable[[Callable[[], Any]], None],
+              peer_sink: PeerSink | None = None, peer_deliver: Callable[[Callable[[], Any]], None] | None = None,
+              ) -> None:
+        """Connect in the background (retrying while etcd is unreachable), then sync and watch.
+
+        ``handler`` gets every change through ``deliver`` (the controller's worker
+        thread); ``peer_sink`` also gets the peer changes through ``peer_deliver``
+        (a thread of its own, so datapath programming never waits behind an operation).
+        """
         self._handler, self._deliver = handler, deliver
+        self._peer_sink = peer_sink
+        if peer_deliver is not None:
+            self._peer_deliver = peer_deliver
         self._task = asyncio.run_coroutine_threadsafe(self._connect_loop(), self.store._loop)
 
     async def _connect_loop(self) -> None:
@@ -148,7 +170,7 @@ class Cluster:
         self._cancels.append(await store.awatch("networks/", self._on_network, net_rev + 1,
                                                 on_resync=self._on_networks_resync))
         peers, peer_rev = await store.alist_at("peers/")
-        self._post("cluster_peers", {kv.key: kv.value for kv in peers})
+        self._all_peers({kv.key: kv.value for kv in peers})
         self._cancels.append(await store.awatch("peers/", self._on_peer, peer_rev + 1,
                                                 on_resync=self._on_peers_resync))
         self.connected = True
@@ -166,10 +188,19 @@ class Cluster:
         self._post("cluster_networks", [kv.value for kv in kvs])
 
     def _on_peer(self, ev: Event) -> None:
+        sink = self._peer_sink
+        if sink is not None:
+            self._peer_deliver(lambda: sink.set_peer(ev.key, ev.value))
         self._post("cluster_peer", ev.key, ev.value)
 
     def _on_peers_resync(self, kvs: list[KV], _revision: int) -> None:
-        self._post("cluster_peers", {kv.key: kv.value for kv in kvs})
+        self._all_peers({kv.key: kv.value for kv in kvs})
+
+    def _all_peers(self, peers: dict[str, dict]) -> None:
+        sink = self._peer_sink
+        if sink is not None:
+            self._peer_deliver(lambda: sink.set_all_peers(peers))
+        self._post("cluster_peers", peers)
 
     async def _lease_replaced(self, _lease_id: int) -> None:
         # our keys were re-put on a new lease; others may have taken an address meanwhile: check

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from netmgr import errors, names
 from netmgr.cluster import default_global_subnet
 from netmgr.drivers import resolve
-from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PeerAware, PortBinding, SandboxInfo
+from netmgr.drivers.base import EndpointInfo, NetworkDriver, NetworkInfo, PortBinding, SandboxInfo
 from netmgr.discovery import ServiceRecords
 from netmgr.ipam import IPAM, unique_local_prefix
 from netmgr.ports import PortAllocator
@@ -605,9 +605,7 @@ class Controller:
             self.ipam.mark_address(net.id, new.get("ip", ""))
             self.ipam.mark_address(net.id, new.get("ip6", ""))
             self.records.add_endpoint(_peer_endpoint(new), net)
-        driver = resolve(self.drivers, net.driver)
-        if isinstance(driver, PeerAware):
-            driver.set_peer(driver_view(net), key, new)
+        # the datapath (PeerAware drivers) gets the same changes on a thread of its own: Engine.peer_sink
 
     def cluster_connected(self) -> None:
         """(Re)connected with a fresh lease: put our endpoints on it, delete our records nobody owns."""

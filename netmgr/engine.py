@@ -17,7 +17,7 @@ from netmgr.cluster import DEFAULT_TTL, Cluster, make_node
 from netmgr.containers import Containers
 from netmgr.controller import Controller
 from netmgr.drivers import DriverTable, make_drivers
-from netmgr.drivers.base import HostEnv
+from netmgr.drivers.base import HostEnv, PeerAware
 from netmgr.ipam import DEFAULT_POOLS, IPAM, unique_local_prefix
 from netmgr.plugins.ipam import IpamRouter
 from netmgr.plugins.registry import PluginRegistry
@@ -55,6 +55,26 @@ class Config:
     extra: dict = field(default_factory=dict)
 
 
+class PeerFanout:
+    """The cluster's peer changes to every PeerAware driver, without this node's own records."""
+
+    def __init__(self, drivers: list, node_id: str) -> None:
+        self.drivers, self.node_id = drivers, node_id
+
+    def set_peer(self, key: str, value: dict | None) -> None:
+        """One peer record changed (None: deleted)."""
+        if value is not None and value.get("node") == self.node_id:
+            return
+        for driver in self.drivers:
+            driver.set_peer(key.split("/")[1], key, value)
+
+    def set_all_peers(self, peers: dict[str, dict]) -> None:
+        """Every peer record."""
+        remote = {k: v for k, v in peers.items() if v.get("node") != self.node_id}
+        for driver in self.drivers:
+            driver.set_all_peers(remote)
+
+
 class Engine:
     """A controller with its store, drivers and containers, ready to serve."""
 
@@ -69,6 +89,8 @@ class Engine:
         env = HostEnv(nl=self.host_nl, nft=self.nft, table=cfg.nft_table, netns_path=cfg.host_netns)
         #: the one thread that runs controller operations (API calls and cluster changes), in order
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmgr-op")
+        #: the thread that programs remote peers into the datapath, in the cluster's order
+        self.peer_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmgr-peers")
         self.cluster = self._open_cluster(cfg)
         self.plugins = PluginRegistry(
             cfg.plugin_dir, env, known=self._plugin_names, timeout=float(cfg.extra.get("plugin_timeout", 10.0)),
@@ -97,13 +119,17 @@ class Engine:
 
     def submit(self, fn: Callable[[], Any]) -> None:
         """Queue ``fn`` on the worker thread (the cluster's changes); errors are logged."""
+        self._submit_to(self.worker, fn)
+
+    @staticmethod
+    def _submit_to(executor: ThreadPoolExecutor, fn: Callable[[], Any]) -> None:
         def guarded() -> None:
             try:
                 fn()
             except Exception:
                 log.exception("cluster change failed")
         try:
-            self.worker.submit(guarded)
+            executor.submit(guarded)
         except RuntimeError:
             pass  # shutting down
 
@@ -132,7 +158,8 @@ class Engine:
         self.containers.load()
         reconcile(self.ctl, list(self.containers.items.values()))
         if self.cluster is not None:
-            self.cluster.start(self.ctl, self.submit)
+            sink = PeerFanout([d for d in self.drivers.values() if isinstance(d, PeerAware)], self.cluster.node.id)
+            self.cluster.start(self.ctl, self.submit, sink, lambda fn: self._submit_to(self.peer_worker, fn))
 
     def _default_ipv6_pool(self) -> None:
         """Without an IPv6 default pool, this host's ULA /48 (made once, kept in the store)."""
@@ -149,6 +176,10 @@ class Engine:
         if self.cluster is not None:
             self.cluster.close()
         self.worker.shutdown(wait=True)
+        self.peer_worker.shutdown(wait=True)
+        for driver in self.drivers.values():
+            if isinstance(driver, PeerAware):
+                driver.close()
         self.ctl.close()
         self.plugins.close()
         self.nft.close()
