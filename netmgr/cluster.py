@@ -79,10 +79,10 @@ class ClusterHandler(Protocol):
         """One global network was created (value) or removed (None)."""
 
     def cluster_peers(self, peers: dict[str, dict]) -> None:
-        """Every peer record (key → record), after connecting or a compaction."""
+        """Every peer record of other nodes (key → record), after connecting or a compaction."""
 
     def cluster_peer(self, key: str, value: dict | None) -> None:
-        """One peer record appeared, changed or went away."""
+        """One peer record of another node appeared, changed or went away."""
 
     def cluster_connected(self) -> None:
         """The cluster is (again) reachable with a fresh lease: republish what is ours."""
@@ -187,7 +187,12 @@ class Cluster:
     def _on_networks_resync(self, kvs: list[KV], _revision: int) -> None:
         self._post("cluster_networks", [kv.value for kv in kvs])
 
+    def _mine(self, record: dict | None) -> bool:
+        return record is not None and record.get("node") == self.node.id
+
     def _on_peer(self, ev: Event) -> None:
+        if self._mine(ev.value if ev.value is not None else ev.prev):
+            return  # this node's own endpoints: known from its local store
         sink = self._peer_sink
         if sink is not None:
             self._peer_deliver(lambda: sink.set_peer(ev.key, ev.value))
@@ -197,6 +202,7 @@ class Cluster:
         self._all_peers({kv.key: kv.value for kv in kvs})
 
     def _all_peers(self, peers: dict[str, dict]) -> None:
+        peers = {k: v for k, v in peers.items() if not self._mine(v)}
         sink = self._peer_sink
         if sink is not None:
             self._peer_deliver(lambda: sink.set_all_peers(peers))

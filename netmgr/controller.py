@@ -342,8 +342,8 @@ class Controller:
         unless another of its networks gives it one already (libnetwork's needDefaultGW).
         """
         eps = [self.attach(undo, net, ctr, req)]
-        has_default = any(e.gateway for e in self.container_endpoints(ctr.id))  # e.g. already on a bridge
-        if self._needs_gateway(net) and not has_default and self.gateway_endpoint(ctr.id) is None:
+        if self._needs_gateway(net) and not any(e.gateway for e in self.container_endpoints(ctr.id)) \
+                and self.gateway_endpoint(ctr.id) is None:  # no default route yet (e.g. from a bridge network)
             eps.append(self.attach(undo, self.gateway_network(), ctr, AttachRequest(), pending=tuple(eps)))
         return eps
 
@@ -409,9 +409,7 @@ class Controller:
         undo.push("release address", self.ipam.release_address, net.id, ipv4)
         ipv6 = self.ipam.request_address(net.id, 6, req.ip6, label) if net.ipv6 else ""
         undo.push("release address6", self.ipam.release_address, net.id, ipv6)
-        return Endpoint(id=new_id(), network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
-                        mac=mac_for(ipv4) if ifname else "", ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
-                        static_ipv4=req.ip, static_ipv6=req.ip6)
+        return _new_endpoint(new_id(), net, ctr, req, ifname, ipv4, ipv6)
 
     def _allocate_global(self, undo: UndoStack, net: Network, ctr: Container, req: AttachRequest,
                          ifname: str) -> Endpoint:
@@ -427,9 +425,7 @@ class Controller:
         for _ in range(32):
             ipv4 = self.ipam.request_address(net.id, 4, req.ip, label)
             ipv6 = self.ipam.request_address(net.id, 6, req.ip6, label) if net.ipv6 else ""
-            ep = Endpoint(id=ep_id, network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
-                          mac=mac_for(ipv4), ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
-                          static_ipv4=req.ip, static_ipv6=req.ip6)
+            ep = _new_endpoint(ep_id, net, ctr, req, ifname, ipv4, ipv6)
             try:
                 taken = self.cluster.publish(ep)
             except BaseException:
@@ -533,11 +529,6 @@ class Controller:
 
     # -- the cluster's changes (global networks, remote peers), on the worker thread --------
 
-    @property
-    def node_id(self) -> str:
-        """This host's node ID in the cluster ("" without one)."""
-        return self.cluster.node.id if self.cluster is not None else ""
-
     def cluster_networks(self, values: list[dict]) -> None:
         """Every global network as the cluster has it: add the new, forget the removed."""
         seen = set()
@@ -572,18 +563,15 @@ class Controller:
             log.error("cluster: applying network %s: %s", network_id[:12], exc)
 
     def cluster_peers(self, peers: dict[str, dict]) -> None:
-        """Every peer record (after connecting or a compaction): apply the difference."""
-        remote = {k: v for k, v in peers.items() if v.get("node") != self.node_id}
-        for key in [k for k in self.remote_peers if k not in remote]:
+        """Every other node's peer record (after connecting or a compaction): apply the difference."""
+        for key in [k for k in self.remote_peers if k not in peers]:
             self.cluster_peer(key, None)
-        for key, value in remote.items():
+        for key, value in peers.items():
             if self.remote_peers.get(key) != value:
                 self.cluster_peer(key, value)
 
     def cluster_peer(self, key: str, value: dict | None) -> None:
         """A remote endpoint appeared, changed or left: names, IPAM view, driver datapath."""
-        if value is not None and value.get("node") == self.node_id:
-            return  # our own, known from the local store
         old = self.remote_peers.pop(key, None)
         if value is not None:
             self.remote_peers[key] = value
@@ -651,6 +639,14 @@ class Controller:
         for handle in self.handles.values():
             handle.close()
         self.handles.clear()
+
+
+def _new_endpoint(ep_id: str, net: Network, ctr: Container, req: AttachRequest, ifname: str, ipv4: str,
+                  ipv6: str) -> Endpoint:
+    """The record of an endpoint being attached (its MAC from its IPv4 address, none without an interface)."""
+    return Endpoint(id=ep_id, network_id=net.id, container_id=ctr.id, name=ctr.name, ifname=ifname,
+                    mac=mac_for(ipv4) if ifname else "", ipv4=ipv4, ipv6=ipv6, aliases=tuple(req.aliases),
+                    static_ipv4=req.ip, static_ipv6=req.ip6)
 
 
 def _peer_endpoint(peer: dict) -> Endpoint:

@@ -56,23 +56,20 @@ class Config:
 
 
 class PeerFanout:
-    """The cluster's peer changes to every PeerAware driver, without this node's own records."""
+    """The cluster's peer changes (other nodes' endpoints) to every PeerAware driver."""
 
-    def __init__(self, drivers: list, node_id: str) -> None:
-        self.drivers, self.node_id = drivers, node_id
+    def __init__(self, drivers: list) -> None:
+        self.drivers = drivers
 
     def set_peer(self, key: str, value: dict | None) -> None:
         """One peer record changed (None: deleted)."""
-        if value is not None and value.get("node") == self.node_id:
-            return
         for driver in self.drivers:
             driver.set_peer(key.split("/")[1], key, value)
 
     def set_all_peers(self, peers: dict[str, dict]) -> None:
         """Every peer record."""
-        remote = {k: v for k, v in peers.items() if v.get("node") != self.node_id}
         for driver in self.drivers:
-            driver.set_all_peers(remote)
+            driver.set_all_peers(peers)
 
 
 class Engine:
@@ -158,7 +155,7 @@ class Engine:
         self.containers.load()
         reconcile(self.ctl, list(self.containers.items.values()))
         if self.cluster is not None:
-            sink = PeerFanout([d for d in self.drivers.values() if isinstance(d, PeerAware)], self.cluster.node.id)
+            sink = PeerFanout([d for d in self.drivers.values() if isinstance(d, PeerAware)])
             self.cluster.start(self.ctl, self.submit, sink, lambda fn: self._submit_to(self.peer_worker, fn))
 
     def _default_ipv6_pool(self) -> None:

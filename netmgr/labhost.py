@@ -143,6 +143,37 @@ class SimHost:
         return Client(f"unix://{self.socket}")
 
 
+def fixed_mac() -> str:
+    """A random locally administered unicast MAC, for a bridge that must keep its own.
+
+    A bridge without one takes its lowest port's MAC, which changes as ports are
+    added; hosts that resolved an address on it earlier keep sending to the old one.
+    """
+    return "02:4e:" + os.urandom(4).hex(":")
+
+
+def make_underlay(nl, bridge: str, addresses: list[tuple[str, int]], mtu: int | None = None) -> int:
+    """An underlay bridge (fixed MAC, ``addresses`` as (ip, prefixlen), up) in ``nl``'s namespace."""
+    index = nl.add_bridge(bridge, mtu=mtu, mac=fixed_mac())
+    for ip, plen in addresses:
+        nl.add_addr(index, ip, plen)
+    nl.set_link(index, up=True)
+    return index
+
+
+def plug_into_underlay(ul_nl, bridge_index: int, port: str, host_netns_path: str, address: str, plen: int,
+                       gateway: str, mtu: int | None = None) -> None:
+    """A host namespace's ``eth0`` on the underlay bridge: a veth made in place, address, default route."""
+    from netmgr.runtime import sandbox
+
+    handle = netns.open_handle(host_netns_path)
+    try:
+        ul_nl.add_veth(port, "eth0", handle.fd, mtu=mtu, master=bridge_index, up=True)
+        sandbox.configure_interface(handle, "eth0", [f"{address}/{plen}"], gateway=gateway)
+    finally:
+        handle.close()
+
+
 def _netns_files(directory: str) -> list[str]:
     try:
         return [os.path.join(directory, n) for n in os.listdir(directory)]

@@ -14,9 +14,11 @@ apt-get update -qq
 # iproute2: ip (tests read kernel state with ip -j); nftables: libnftables + nft;
 # iptables: only to add accepts to dockerd's DOCKER-USER chain when it exists;
 # util-linux: nsenter/unshare; busybox-static: ping etc. inside containers in the labs;
-# etcd-server: the cluster store for overlay networks and the multi-host labs.
+# etcd-server: the cluster store for overlay networks and the multi-host labs;
+# openssl: certificates for the plugin TLS test.
 apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-dev gcc iproute2 nftables iptables util-linux procps busybox-static etcd-server \
+  openssl \
   >/dev/null
 
 # Node.js and npm for the Node.js IPAM plugin (labs/plugins/node-ipam; its tests skip without node).

@@ -33,6 +33,7 @@ from netmgr.drivers.base import (
     HostEnv,
     JoinInfo,
     NetworkInfo,
+    PassiveDriver,
     SandboxInfo,
 )
 from netmgr.drivers.remote import convert
@@ -46,8 +47,12 @@ log = logging.getLogger("netmgr.drivers.remote")
 _GONE = (errors.Unavailable, errors.DriverNotFound)
 
 
-class RemoteDriver:
-    """A network driver served by a plugin process."""
+class RemoteDriver(PassiveDriver):
+    """A network driver served by a plugin process.
+
+    Restore, restore_endpoint and repair are PassiveDriver's: the plugin keeps its
+    own state, and an interface still in its sandbox is intact.
+    """
 
     def __init__(self, name: str, client: PluginClient, env: HostEnv, cluster_store: bool = False) -> None:
         self.name = name
@@ -200,17 +205,3 @@ class RemoteDriver:
         """RevokeExternalConnectivity (optional for plugins)."""
         req = dpb.RevokeExternalConnectivityRequest(network=self._net(net), endpoint_id=ep.id)
         self._call("RevokeExternalConnectivity", req, idempotent=True, optional=True)
-
-    # -- restarts ------------------------------------------------------------------------
-
-    def restore(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
-        """The plugin keeps its own state: nothing to re-create on netmgr's side."""
-
-    def restore_endpoint(self, net: NetworkInfo, ep: EndpointInfo) -> bool:
-        """An interface still in its sandbox is intact (its host side belongs to the plugin)."""
-        return True
-
-    def repair(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo], firewall: bool = True,
-               docker: bool = True) -> list[str]:
-        """Nothing netmgr-owned to repair."""
-        return []

@@ -31,20 +31,16 @@ import argparse
 import http.client
 import json
 import os
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import traceback
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import NS_PER_MS, machine_facts, now_ns, rand_tag, summary
-from netmgr.runtime import netns
+from common import NS_PER_MS, log, machine_facts, now_ns, rand_tag, run_on_simhost, summary
 
 from netmgr.labhost import SimHost
 
@@ -55,19 +51,6 @@ DOCKER_SOCK = "/var/run/docker.sock"
 
 class BenchError(RuntimeError):
     """A step of the benchmark failed (netmgr misbehaved or the machine refused)."""
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-MAIN_PID = os.getpid()
-
-
-def _sigterm(_sig, _frame):
-    if os.getpid() != MAIN_PID:  # never unwind into main()'s cleanup in a forked child
-        os._exit(1)
-    raise KeyboardInterrupt
 
 
 # -- netmgr: setup, API, CLI ------------------------------------------------------------------
@@ -191,14 +174,6 @@ def block_sizes(runs: int, blocks: int) -> list[int]:
     """``runs`` split into ``blocks`` near-equal positive chunks."""
     blocks = max(1, min(blocks, runs))
     return [runs // blocks + (1 if i < runs % blocks else 0) for i in range(blocks)]
-
-
-def remove_leftover_netns(ns_dir: str) -> None:
-    """Unmount/delete namespace files floor.py left (only if it was killed hard)."""
-    if not os.path.isdir(ns_dir):
-        return
-    for name in os.listdir(ns_dir):
-        netns.remove(os.path.join(ns_dir, name))
 
 
 # -- Docker Engine API ---------------------------------------------------------------------------
@@ -429,21 +404,15 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces, bridges)")
 
-    prev_sigint = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGTERM, _sigterm)
     tag = rand_tag()
-    base = f"/tmp/nmb-{rand_tag(8)}"
-    floor_ns_dir = os.path.join(base, "floor-ns")
-    host = SimHost(f"nmb-{tag}", base)
     net1, net2 = "benchnet1", "benchnet2"
     results: dict = {"facts": machine_facts(), "runs": args.runs, "cli_runs": args.cli_runs,
                      "warmup": args.warmup, "cli_warmup": args.cli_warmup, "problems": [],
                      "blocks": len(block_sizes(args.runs, args.blocks)),
                      "percentile": "p95 nearest-rank: ceil(0.95*n)-th smallest sample"}
-    rc = 0
-    try:
-        log(f"bench: simulated host {host.name} (dir {host.dir})")
-        host.up()
+
+    def body(host, base: str) -> None:
+        floor_ns_dir = os.path.join(base, "floor-ns")  # run_on_simhost removes what a killed floor.py left there
         setup_host(host, net1, net2)
         sizes = block_sizes(args.runs, args.blocks)
         log(f"bench: API and floor alternating in {len(sizes)} blocks of {sizes} iterations "
@@ -473,27 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["docker"] = f"skipped: {docker}"
         else:
             results["docker"] = "not running, skipped" if args.docker else "not requested (--docker), skipped"
-    except Exception as exc:  # noqa: BLE001 - report whatever broke (netmgr errors included), then clean up
-        rc = 1
-        results["problems"].append(f"{type(exc).__name__}: {exc}")
-        log(f"bench: FAILED: {exc}" if isinstance(exc, BenchError) else f"bench: FAILED:\n{traceback.format_exc()}")
-        tail = host.daemon_log()[-3000:]
-        if tail:
-            log(f"--- {host.dir}/netmgrd.log (tail) ---\n{tail}")
-    except KeyboardInterrupt:
-        rc = 130
-        log("bench: interrupted, cleaning up")
-    finally:
-        if os.getpid() != MAIN_PID:
-            os._exit(1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            host.down()
-        finally:
-            remove_leftover_netns(floor_ns_dir)
-            shutil.rmtree(base, ignore_errors=True)
-            signal.signal(signal.SIGINT, prev_sigint)
+
+    rc = run_on_simhost("nmb", body, results)
     if rc == 130:
         return rc
     if "api" in results and floor_median(results, "raw", "connect"):

@@ -39,10 +39,9 @@ from netmgr import errors
 from netmgr.lab import names
 from netmgr.lab.state import LabRecord
 from netmgr.lab.topology import Container, Network, Topology
-from netmgr.labhost import NETNS_DIR, SimHost
-from netmgr.runtime import netns, sandbox
+from netmgr.labhost import NETNS_DIR, SimHost, make_underlay, plug_into_underlay
+from netmgr.runtime import netns
 from netmgr.testing.etcd import EtcdServer
-from netmgr.testing.multihost import fixed_mac
 
 __all__ = ["LabError", "Result", "cli", "up"]
 
@@ -143,15 +142,9 @@ def _underlay(rec: LabRecord, topo: Topology, step: _Progress) -> None:
     rec.add("namespaces", path)
     handle = netns.create(path, sandbox=False)
     try:
-        # fixed MACs: a bridge without one takes its lowest port's, which changes as hosts are added
-        # while hosts that resolved the gateway (etcd) earlier keep sending to the old one
-        br = handle.nl.add_bridge(names.UNDERLAY_BRIDGE, mtu=ul.mtu, mac=fixed_mac())
-        for address in (ul.gateway, *topo.etcd_addresses):
-            handle.nl.add_addr(br, str(address), plen)
-        handle.nl.set_link(br, up=True)
-        outside = handle.nl.add_bridge(names.OUTSIDE_BRIDGE, mac=fixed_mac())
-        handle.nl.add_addr(outside, str(ul.outside.ip), ul.outside.network.prefixlen)
-        handle.nl.set_link(outside, up=True)
+        make_underlay(handle.nl, names.UNDERLAY_BRIDGE, [(str(a), plen) for a in (ul.gateway, *topo.etcd_addresses)],
+                      ul.mtu)
+        make_underlay(handle.nl, names.OUTSIDE_BRIDGE, [(str(ul.outside.ip), ul.outside.network.prefixlen)])
     finally:
         handle.close()
     step(f"underlay {names.underlay_netns(rec.name)}: bridge {names.UNDERLAY_BRIDGE} {ul.gateway}/{plen} "
@@ -192,13 +185,8 @@ def _etcd(rec: LabRecord, topo: Topology, step: _Progress) -> None:
 
 
 def _daemon_args(rec: LabRecord, address: str, host: str) -> tuple[str, ...]:
-    from netmgr.daemon.flags import build_parser
-
-    args = ["--dns-upstream", "none", "--cluster-store", rec.get("etcd")["url"], "--advertise-addr", address]
-    # --node-name comes with the overlay driver: pass it once this checkout's daemon knows it
-    if "--node-name" in build_parser()._option_string_actions:
-        args += ["--node-name", host]
-    return tuple(args)
+    return ("--dns-upstream", "none", "--cluster-store", rec.get("etcd")["url"], "--advertise-addr", address,
+            "--node-name", host)
 
 
 def _hosts(rec: LabRecord, topo: Topology, step: _Progress) -> None:
@@ -232,14 +220,9 @@ def _plumb_host(rec: LabRecord, topo: Topology, sim: SimHost, address: str, ul_h
     rec.add("state_dirs", sim.state_dir)
     rec.add("namespaces", sim.netns_path)
     os.makedirs(sim.dir, exist_ok=True)
-    handle = netns.create(sim.netns_path, sandbox=False)
-    try:
-        mtu = topo.underlay.mtu
-        ul_handle.nl.add_veth(names.underlay_port(sim.name), "eth0", handle.fd, mtu=mtu, master=bridge, up=True)
-        sandbox.configure_interface(handle, "eth0", [f"{address}/{topo.underlay.subnet.prefixlen}"],
-                                    gateway=str(topo.underlay.gateway))
-    finally:
-        handle.close()
+    netns.create(sim.netns_path, sandbox=False).close()
+    plug_into_underlay(ul_handle.nl, bridge, names.underlay_port(sim.name), sim.netns_path, address,
+                       topo.underlay.subnet.prefixlen, str(topo.underlay.gateway), topo.underlay.mtu)
 
 
 def _start_daemon(sim: SimHost) -> float:

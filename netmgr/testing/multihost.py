@@ -23,14 +23,9 @@ import signal
 import tempfile
 import uuid
 
-from netmgr.labhost import NETNS_DIR, SimHost
-from netmgr.runtime import netns, sandbox
+from netmgr.labhost import NETNS_DIR, SimHost, make_underlay, plug_into_underlay
+from netmgr.runtime import netns
 from netmgr.testing.etcd import EtcdServer
-
-
-def fixed_mac() -> str:
-    """A random locally administered unicast MAC, for bridges that must keep theirs."""
-    return "02:4e:" + os.urandom(4).hex(":")
 
 
 class MultiHost:
@@ -45,6 +40,7 @@ class MultiHost:
         self.n, self.ttl, self.mtu = n, ttl, mtu
         self.ul_path = os.path.join(NETNS_DIR, f"{self.prefix}-ul")
         self.ul = None  # the underlay namespace's handle
+        self.bridge = 0  # the underlay bridge's index in it
         self.etcd: EtcdServer | None = None
         self.hosts: list[SimHost] = []
 
@@ -57,11 +53,7 @@ class MultiHost:
         try:
             netns.ensure_ns_dir(NETNS_DIR)
             self.ul = netns.create(self.ul_path, sandbox=False)
-            # a fixed MAC: a bridge without one takes its lowest port's, which changes as hosts are
-            # added, and hosts that resolved etcd's address earlier would keep sending to the old one
-            bridge = self.ul.nl.add_bridge("ul0", mtu=self.mtu, mac=fixed_mac())
-            self.ul.nl.add_addr(bridge, self.gateway, 24)
-            self.ul.nl.set_link(bridge, up=True)
+            self.bridge = make_underlay(self.ul.nl, "ul0", [(self.gateway, 24)], self.mtu)
             self.etcd = EtcdServer(os.path.join(self.base, "etcd"), host=self.gateway, client_port=2379,
                                    peer_port=2380, netns=self.ul_path).start()
             for i in range(self.n):
@@ -80,14 +72,10 @@ class MultiHost:
         """Host ``i``: namespace, underlay veth, daemon."""
         host = SimHost(f"h{i + 1}", self.base, self.daemon_args(i), netns_name=f"{self.prefix}-h{i + 1}")
         os.makedirs(host.dir, exist_ok=True)
-        handle = netns.create(host.netns_path, sandbox=False)
+        netns.create(host.netns_path, sandbox=False).close()
         try:
-            self.ul.nl.add_veth(f"ul-h{i + 1}", "eth0", handle.fd, mtu=self.mtu,
-                                master=self.ul.nl.link_index("ul0"), up=True)
-            sandbox.configure_interface(handle, "eth0", [f"{self.addr(i)}/24"], gateway=self.gateway)
-        finally:
-            handle.close()
-        try:
+            plug_into_underlay(self.ul.nl, self.bridge, f"ul-h{i + 1}", host.netns_path, self.addr(i), 24,
+                               self.gateway, self.mtu)
             host.start_daemon()
         except BaseException:
             host.down()

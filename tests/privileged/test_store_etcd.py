@@ -23,6 +23,7 @@ from netmgr import errors
 from netmgr.store import KV, Compare, Event, Op
 from netmgr.store.etcd import RESYNC_KEY, EtcdStore, is_resync, parse_cluster_store
 from netmgr.testing.etcd import ETCD_BINARY, EtcdCluster, EtcdServer, free_port
+from tests.store_contract import *  # noqa: F401,F403 - the shared store contract, run on this backend
 
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BINARY), reason=f"{ETCD_BINARY} not installed")
 
@@ -115,50 +116,6 @@ def test_put_get_overwrite(store):
     assert [kv.key for kv in store.list("labels/")] == ["labels/é"]
 
 
-def test_list_by_prefix_sorted_no_over_matching(store):
-    for key in ["networks/b", "networks/a", "networks2/x", "networks", "networks.", "network/y", "endpoints/a/1"]:
-        store.put(key, {"k": key})
-    assert [kv.key for kv in store.list("networks/")] == ["networks/a", "networks/b"]
-    assert [kv.key for kv in store.list("networks2/")] == ["networks2/x"]
-    assert [kv.value["k"] for kv in store.list("networks/")] == ["networks/a", "networks/b"]
-    assert store.list("containers/") == []
-    assert [kv.key for kv in store.list("endpoints/a/")] == ["endpoints/a/1"]
-    assert [kv.key for kv in store.list("")] == sorted(
-        ["networks/b", "networks/a", "networks2/x", "networks", "networks.", "network/y", "endpoints/a/1"])
-
-
-def test_delete(store):
-    store.put("k", {"v": 1})
-    assert store.delete("k") is True
-    assert store.get("k") is None
-    assert store.delete("k") is False
-    assert store.delete("never") is False
-
-
-def test_revision_is_monotonic(store):
-    revs = [store.revision()]
-    revs.append(store.put("a", {}))
-    revs.append(store.put("b", {}))
-    store.delete("a")
-    revs.append(store.revision())
-    assert store.cas("c", {}, 0)
-    revs.append(store.revision())
-    assert store.txn([], [Op("d", {}), Op("e", {})])
-    revs.append(store.revision())
-    assert revs == sorted(revs) and len(set(revs)) == len(revs)
-    # one transaction is one revision, shared by every key it wrote
-    assert store.get("d").mod_revision == store.get("e").mod_revision == revs[-1]
-
-
-def test_failed_writes_do_not_bump_revision(store):
-    store.put("k", {})
-    rev = store.revision()
-    assert store.cas("k", {}, 0) is False
-    assert store.delete("nope") is False
-    assert store.txn([Compare("k", 1)], [Op("x", {})]) is False
-    assert store.revision() == rev
-
-
 def test_cas(store):
     assert store.cas("new", {"v": 1}, 0) is True
     assert store.cas("new", {"v": 2}, 0) is False
@@ -174,27 +131,6 @@ def test_cas(store):
     store.delete("d")
     assert store.cas("d", {"v": 2}, rev) is False  # after a delete only 0 matches
     assert store.cas("d", {"v": 2}, 0) is True
-
-
-def test_txn_all_or_nothing(store):
-    rev_a = store.put("a", {"v": 1})
-    store.put("b", {"v": 1})
-    before = store.revision()
-    ok = store.txn([Compare("a", rev_a), Compare("b", 12345)], [Op("a", {"v": 2}), Op("b", None), Op("c", {"v": 2})])
-    assert ok is False
-    assert store.get("a").value == {"v": 1}
-    assert store.get("b").value == {"v": 1}
-    assert store.get("c") is None
-    assert store.revision() == before
-
-
-def test_txn_success_mixes_puts_and_deletes(store):
-    rev_a = store.put("a", {"v": 1})
-    store.put("b", {"v": 1})
-    assert store.txn([Compare("a", rev_a), Compare("c", 0)], [Op("a", {"v": 2}), Op("b"), Op("c", {"v": 3})])
-    assert store.get("a").value == {"v": 2}
-    assert store.get("b") is None
-    assert store.get("c").value == {"v": 3}
 
 
 def test_txn_same_key_twice_last_op_wins(store):
@@ -214,22 +150,6 @@ def test_txn_with_unencodable_value_writes_nothing(store):
 def test_too_many_ops_is_invalid_config(store):
     with pytest.raises(errors.InvalidConfig, match="too many operations"):
         store.txn([], [Op(f"k{i}", {}) for i in range(200)])
-
-
-def test_cas_race_between_threads_one_winner(store):
-    results = []
-    barrier = threading.Barrier(8)
-
-    def worker(i):
-        barrier.wait()
-        results.append(store.cas("lock", {"owner": i}, 0))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 1
 
 
 def test_two_stores_see_each_others_writes(store, make_store):

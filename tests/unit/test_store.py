@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 
 import pytest
 
 from netmgr import errors
 from netmgr.store import KV, Compare, Event, Op, SQLiteStore
+from tests.store_contract import *  # noqa: F401,F403 - the shared store contract, run on this backend
 
 
 @pytest.fixture
@@ -48,22 +48,6 @@ def test_creates_parent_dir(tmp_path):
     assert p.exists()
 
 
-def test_list_by_prefix_sorted_no_over_matching(store):
-    store.put("networks/b", {"n": "b"})
-    store.put("networks/a", {"n": "a"})
-    store.put("networks2/x", {"n": "x"})
-    store.put("networks", {"n": "bare"})
-    store.put("networks.", {"n": "dot"})
-    store.put("network/y", {"n": "y"})
-    store.put("endpoints/a/1", {"n": "e"})
-    assert [kv.key for kv in store.list("networks/")] == ["networks/a", "networks/b"]
-    assert [kv.key for kv in store.list("networks2/")] == ["networks2/x"]
-    assert [kv.value["n"] for kv in store.list("networks/")] == ["a", "b"]
-    assert store.list("containers/") == []
-    assert [kv.key for kv in store.list("endpoints/a/")] == ["endpoints/a/1"]
-    assert [kv.key for kv in store.list("endpoints/b/")] == []
-
-
 def test_list_empty_prefix_is_everything(store):
     store.put("b", {})
     store.put("a/x", {})
@@ -82,37 +66,6 @@ def test_unicode_keys_and_values(store):
     store.put("labels/é", {"v": "ünï"})
     assert store.get("labels/é").value == {"v": "ünï"}
     assert [kv.key for kv in store.list("labels/")] == ["labels/é"]
-
-
-def test_delete(store):
-    store.put("k", {"v": 1})
-    assert store.delete("k") is True
-    assert store.get("k") is None
-    assert store.delete("k") is False
-    assert store.delete("never") is False
-
-
-def test_revision_is_monotonic(store):
-    revs = [store.revision()]
-    revs.append(store.put("a", {}))
-    revs.append(store.put("b", {}))
-    store.delete("a")
-    revs.append(store.revision())
-    assert store.cas("c", {}, 0)
-    revs.append(store.revision())
-    assert store.txn([], [Op("d", {}), Op("e", {})])
-    revs.append(store.revision())
-    assert revs == sorted(revs) and len(set(revs)) == len(revs)
-    # one transaction is one revision, shared by every key it wrote
-    assert store.get("d").mod_revision == store.get("e").mod_revision == revs[-1]
-
-
-def test_failed_writes_do_not_bump_revision(store):
-    store.put("k", {})
-    rev = store.revision()
-    assert store.cas("k", {}, 0) is False
-    assert store.delete("nope") is False
-    assert store.revision() == rev
 
 
 # -- compare-and-swap and transactions ----------------------------------------------------
@@ -145,35 +98,6 @@ def test_cas_after_delete_needs_zero(store):
     assert store.cas("k", {"v": 2}, 0) is True
 
 
-def test_txn_all_or_nothing(store):
-    rev_a = store.put("a", {"v": 1})
-    store.put("b", {"v": 1})
-    before = store.revision()
-    ok = store.txn(
-        [Compare("a", rev_a), Compare("b", 12345)],
-        [Op("a", {"v": 2}), Op("b", None), Op("c", {"v": 2})],
-    )
-    assert ok is False
-    assert store.get("a").value == {"v": 1}
-    assert store.get("b").value == {"v": 1}
-    assert store.get("c") is None
-    assert store.revision() == before
-
-
-def test_txn_success_mixes_puts_and_deletes(store):
-    rev_a = store.put("a", {"v": 1})
-    store.put("b", {"v": 1})
-    assert (
-        store.txn(
-            [Compare("a", rev_a), Compare("c", 0)], [Op("a", {"v": 2}), Op("b"), Op("c", {"v": 3})]
-        )
-        is True
-    )
-    assert store.get("a").value == {"v": 2}
-    assert store.get("b") is None
-    assert store.get("c").value == {"v": 3}
-
-
 def test_txn_with_unencodable_value_writes_nothing_and_store_stays_usable(store):
     before = store.revision()
     with pytest.raises(TypeError):
@@ -182,22 +106,6 @@ def test_txn_with_unencodable_value_writes_nothing_and_store_stays_usable(store)
     assert store.revision() == before
     store.put("c", {"v": 1})  # no transaction left open
     assert store.get("c").value == {"v": 1}
-
-
-def test_cas_race_between_threads_one_winner(store):
-    results = []
-    barrier = threading.Barrier(8)
-
-    def worker(i):
-        barrier.wait()
-        results.append(store.cas("lock", {"owner": i}, 0))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 1
 
 
 def test_two_handles_on_one_file_see_each_others_writes(path):
