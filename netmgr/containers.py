@@ -86,6 +86,7 @@ class Containers:
         self.dir = os.path.join(state_dir, "containers")
         self.items: dict[str, Container] = {}
         self._by_name: dict[str, str] = {}  # name -> id
+        self._live = rt.Liveness()  # refresh() at one poll() per running container
 
     def load(self) -> None:
         """Read the container records and bring their state up to date."""
@@ -121,7 +122,7 @@ class Containers:
         """Update a running container's state from the runtime (it may have exited)."""
         if ctr.state.status != "running":
             return ctr
-        if rt.is_running(self.state_dir(ctr), ctr.state.pid):
+        if self._live.is_running(self.state_dir(ctr), ctr.state.pid):
             return ctr
         code = rt.exit_code(self.state_dir(ctr))
         if code is None:
@@ -292,6 +293,7 @@ class Containers:
             self.ctl.forget_endpoint(ep)
         self.items.pop(ctr.id, None)
         self._by_name.pop(ctr.name, None)
+        self._live.forget(self.state_dir(ctr))
         shutil.rmtree(self.state_dir(ctr), ignore_errors=True)
         if failures:
             log.warning("remove %s: %s", ctr.name, "; ".join(failures))
@@ -377,4 +379,5 @@ class Containers:
                 "MemLimit": cg.memory_limit or 0, "Pids": cg.pids_current or 0, "NetRx": rx, "NetTx": tx}
 
     def close(self) -> None:
-        """Nothing held open (containers survive the daemon)."""
+        """Close the pidfds held on PID 1s (the containers survive the daemon)."""
+        self._live.close()

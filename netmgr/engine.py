@@ -174,6 +174,7 @@ class Engine:
             self.cluster.close()
         self.worker.shutdown(wait=True)
         self.peer_worker.shutdown(wait=True)
+        self.containers.close()
         for driver in self.drivers.values():
             if isinstance(driver, PeerAware):
                 driver.close()

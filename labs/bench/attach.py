@@ -47,6 +47,7 @@ from netmgr.labhost import SimHost
 SUBNET1, SUBNET2 = "10.201.0.0/24", "10.202.0.0/24"
 CONTAINER = "bench1"
 DOCKER_SOCK = "/var/run/docker.sock"
+TARGET = 2.0  # API connect median / raw floor connect median: issue 3 asks <= 2 (issue 2 asked <= 3)
 
 
 class BenchError(RuntimeError):
@@ -363,7 +364,7 @@ def render(results: dict) -> str:
     verdict = results.get("target")
     if verdict:
         lines.append(f"target: API attach (connect) median / raw floor connect median = {verdict['ratio']:.2f} "
-                     f"(target <= 3.00: {'met' if verdict['met'] else 'NOT met'})")
+                     f"(target <= {verdict['limit']:.2f}: {'met' if verdict['met'] else 'NOT met'})")
     cli = results.get("cli")
     if cli:
         median = statistics.median
@@ -449,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     if "api" in results and floor_median(results, "raw", "connect"):
         ratio = statistics.median(results["api"]["connect"]) / floor_median(results, "raw", "connect")
         results["target"] = {"what": "API connect median / raw floor connect median", "ratio": ratio,
-                             "limit": 3.0, "met": ratio <= 3.0}
+                             "limit": TARGET, "met": ratio <= TARGET}
     if "api" in results or "floor" in results:
         print(render(results))
     if args.json:

@@ -74,8 +74,9 @@ from common import (
     teardown,
 )
 
-BIG, SMALL = "scalebig", "scalesmall"
-SMALL_SUBNET = "10.211.0.0/24"
+BIG, SMALL, REF = "scalebig", "scalesmall", "scaleref"
+SMALL_SUBNET, REF_SUBNET = "10.211.0.0/24", "10.212.0.0/24"
+REF_SIZE = 10  # endpoints on the reference network, whatever the big one holds
 PROBE = "probe"
 
 
@@ -94,18 +95,25 @@ class Scale:
         self.bridge = ""  # the big network's bridge (nm-<id12>)
         self.fill: list[str] = []  # names of the fill containers, in run order
         self.fill_ms: list[float] = []  # ContainerRun latency of each, same order
+        self.ref_bridge = ""  # the reference network's bridge
         self.conn = pb().ConnectRequest(network=BIG, container=PROBE)
         self.disc = pb().DisconnectRequest(network=BIG, container=PROBE)
+        self.ref_conn = pb().ConnectRequest(network=REF, container=PROBE)
+        self.ref_disc = pb().DisconnectRequest(network=REF, container=PROBE)
         self.prefix = args.subnet.split("/")[0].rsplit(".", 2)[0] + "."  # "10.210."
 
     def setup(self) -> None:
         p = pb()
-        for name, subnet in ((BIG, self.args.subnet), (SMALL, SMALL_SUBNET)):
+        for name, subnet in ((BIG, self.args.subnet), (SMALL, SMALL_SUBNET), (REF, REF_SUBNET)):
             resp = self.client.call("NetworkCreate", p.NetworkCreateRequest(name=name, driver="bridge",
                                                                             pools=[p.IPAMPool(subnet=subnet)]))
             if name == BIG:
                 self.bridge = "nm-" + resp.id[:12]  # drivers/bridge.py bridge_name()
+            elif name == REF:
+                self.ref_bridge = "nm-" + resp.id[:12]
         self.client.call("ContainerRun", p.RunRequest(argv=["sleep", "3600"], name=PROBE, network=SMALL))
+        for i in range(REF_SIZE):
+            self.client.call("ContainerRun", p.RunRequest(argv=["sleep", "3600"], name=f"ref{i + 1:02d}", network=REF))
         if self.args.probe_no_ipv6:  # diagnostic: the probe's new interfaces send no IPv6 multicast
             from netmgr.runtime import netns
 
@@ -164,16 +172,25 @@ class Scale:
         self.client.call("NetworkDisconnect", self.disc)
         self.check_attached(False)
 
-    def pairs(self, n: int, samples: dict | None) -> None:
-        for _ in range(n):
-            t0 = now_ns()
-            self.client.call("NetworkConnect", self.conn)
-            t1 = now_ns()
-            self.client.call("NetworkDisconnect", self.disc)
-            t2 = now_ns()
-            if samples is not None:
-                samples["connect"].append((t1 - t0) / NS_PER_MS)
-                samples["disconnect"].append((t2 - t1) / NS_PER_MS)
+    def pairs(self, n: int, samples: dict | None, ref: dict | None) -> None:
+        """``n`` connect/disconnect pairs on the big network, each next to one on the reference network.
+
+        The two alternate (their order swapped every iteration), so both see the
+        same machine and the same host-wide state (every container, namespace and
+        process); only the size of the network attached to differs.
+        """
+        big = (self.conn, self.disc, samples)
+        small = (self.ref_conn, self.ref_disc, ref)
+        for i in range(n):
+            for conn, disc, out in (big, small) if i % 2 == 0 else (small, big):
+                t0 = now_ns()
+                self.client.call("NetworkConnect", conn)
+                t1 = now_ns()
+                self.client.call("NetworkDisconnect", disc)
+                t2 = now_ns()
+                if out is not None:
+                    out["connect"].append((t1 - t0) / NS_PER_MS)
+                    out["disconnect"].append((t2 - t1) / NS_PER_MS)
 
     def close(self) -> None:
         self.client.close()
@@ -204,25 +221,30 @@ def bench_netmgr(host, base: str, args, results: dict) -> None:
             log(f"bench: size {size}: check, {args.warmup} warm-up + {args.runs} connect/disconnect "
                 f"pairs alternating with floor.py in {len(blocks)} blocks")
             scale.check(size)
-            scale.pairs(args.warmup, None)
-            api = {"connect": [], "disconnect": []}
-            same = {"connect": [], "disconnect": []}
+            scale.pairs(args.warmup, None, None)
+            api, ref = {"connect": [], "disconnect": []}, {"connect": [], "disconnect": []}
+            same, same_ref = {"connect": [], "disconnect": []}, {"connect": [], "disconnect": []}
             parts = []
             cpu0 = cpu_times()
             for n in blocks:
-                scale.pairs(n, api)
+                scale.pairs(n, api, ref)
                 if not args.no_floor:
                     parts.append(run_floor(host, n, args.warmup, floor_ns_dir))
-                    got = run_same_bridge_floor(host, scale.bridge, n, SAME_BRIDGE_WARMUP, floor_ns_dir,
-                                                args.probe_no_ipv6)
-                    same["connect"] += got["connect"]
-                    same["disconnect"] += got["disconnect"]
-            entry = {"size": size, "fill": fill, "api": with_pair(api), "cpu": cpu_shares(cpu0, cpu_times())}
+                    got = run_same_bridge_floor(host, [scale.bridge, scale.ref_bridge], n, SAME_BRIDGE_WARMUP,
+                                                floor_ns_dir, args.probe_no_ipv6)
+                    for out, key in ((same, scale.bridge), (same_ref, scale.ref_bridge)):
+                        out["connect"] += got[key]["connect"]
+                        out["disconnect"] += got[key]["disconnect"]
+            entry = {"size": size, "fill": fill, "api": with_pair(api), "ref": with_pair(ref),
+                     "cpu": cpu_shares(cpu0, cpu_times())}
             entry["api_summary"] = {k: summary(v) for k, v in entry["api"].items()}
+            entry["ref_summary"] = {k: summary(v) for k, v in entry["ref"].items()}
             if parts:
                 entry["floor"] = merge_floor(parts)
                 entry["same_bridge_floor"] = with_pair(same)
                 entry["same_bridge_summary"] = {k: summary(v) for k, v in entry["same_bridge_floor"].items()}
+                entry["ref_bridge_floor"] = with_pair(same_ref)
+                entry["ref_bridge_summary"] = {k: summary(v) for k, v in entry["ref_bridge_floor"].items()}
             results["netmgr"].append(entry)
         log(f"bench: removing the last {args.rm_sample} containers through the API (timed); "
             "SimHost.down() removes the rest")
@@ -237,23 +259,24 @@ def bench_netmgr(host, base: str, args, results: dict) -> None:
 SAME_BRIDGE_WARMUP = 2
 
 
-def run_same_bridge_floor(host, bridge: str, runs: int, warmup: int, ns_dir: str, no_ipv6: bool) -> dict:
-    """``scale.py --same-bridge-floor`` inside the host namespace: floor.py's raw steps on ``bridge``."""
+def run_same_bridge_floor(host, bridges: list[str], runs: int, warmup: int, ns_dir: str, no_ipv6: bool) -> dict:
+    """``scale.py --same-bridge-floor`` inside the host namespace: floor.py's raw steps on each of ``bridges``."""
     cmd = ["nsenter", f"--net={host.netns_path}", sys.executable, os.path.abspath(__file__), "--same-bridge-floor",
-           bridge, str(runs), str(warmup), ns_dir, "no-ipv6" if no_ipv6 else "ipv6"]
+           ",".join(bridges), str(runs), str(warmup), ns_dir, "no-ipv6" if no_ipv6 else "ipv6"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise BenchError(f"same-bridge floor exited {proc.returncode}:\n{proc.stderr.strip()}")
     return json.loads(proc.stdout)
 
 
-def same_bridge_floor_main(bridge: str, runs: int, warmup: int, ns_dir: str, no_ipv6: bool) -> int:
-    """floor.py's raw connect/disconnect, with the veth enslaved to an existing bridge (netmgr's).
+def same_bridge_floor_main(bridges: list[str], runs: int, warmup: int, ns_dir: str, no_ipv6: bool) -> int:
+    """floor.py's raw connect/disconnect, with the veth enslaved to existing bridges (netmgr's).
 
     Runs in the simulated host's namespace. A sandbox namespace of its own (under
     ``ns_dir``), the veth ``nmfs<6 hex>`` with its peer created in it as eth1
     (10.203.0.2/24, a subnet nothing else uses: only the kernel work matters), on
-    ``bridge``, which is left as it was. Prints JSON samples (ms).
+    each of ``bridges`` in turn (the order rotated every iteration), which are left
+    as they were. Prints JSON samples (ms) per bridge.
     """
     import errno
 
@@ -274,15 +297,15 @@ def same_bridge_floor_main(bridge: str, runs: int, warmup: int, ns_dir: str, no_
     tag = rand_tag()
     veth, sb_path = f"nmfs{tag}", os.path.join(ns_dir, f"nmf-sbb-{tag}")
     host = RawNl(RawNl.open())
-    br_index = host.link_index(bridge)
+    indexes = {bridge: host.link_index(bridge) for bridge in bridges}
     sb_handle = netns.create(sb_path)
     if no_ipv6:
         for conf in ("all", "default"):
             netns.sysctl_write(sb_path, f"net.ipv6.conf.{conf}.disable_ipv6", "1")
     sb = RawNl(netns.run_in(sb_path, RawNl.open))
-    samples = {"connect": [], "disconnect": []}
+    samples = {bridge: {"connect": [], "disconnect": []} for bridge in bridges}
 
-    def connect() -> None:
+    def connect(br_index: int) -> None:
         host.request((RawNl.veth_msg(veth, PEER_NAME, sb_handle.fd, PEER_MAC, br_index), RTM_NEWLINK,
                       NLM_F_CREATE | NLM_F_EXCL))
         index = sb.link_index(PEER_NAME)
@@ -293,19 +316,22 @@ def same_bridge_floor_main(bridge: str, runs: int, warmup: int, ns_dir: str, no_
         host.request((RawNl.del_by_name_msg(veth), RTM_DELLINK, 0))
 
     try:
-        connect()  # checked once, not timed: both ends exist
-        host.link_index(veth)
-        sb.link_index(PEER_NAME)
-        disconnect()
-        for i in range(warmup + runs):
-            t0 = now_ns()
-            connect()
-            t1 = now_ns()
+        for index in indexes.values():  # checked once, not timed: both ends exist
+            connect(index)
+            host.link_index(veth)
+            sb.link_index(PEER_NAME)
             disconnect()
-            t2 = now_ns()
-            if i >= warmup:
-                samples["connect"].append((t1 - t0) / NS_PER_MS)
-                samples["disconnect"].append((t2 - t1) / NS_PER_MS)
+        for i in range(warmup + runs):
+            turn = i % len(bridges)
+            for bridge in bridges[turn:] + bridges[:turn]:
+                t0 = now_ns()
+                connect(indexes[bridge])
+                t1 = now_ns()
+                disconnect()
+                t2 = now_ns()
+                if i >= warmup:
+                    samples[bridge]["connect"].append((t1 - t0) / NS_PER_MS)
+                    samples[bridge]["disconnect"].append((t2 - t1) / NS_PER_MS)
     finally:
         try:
             disconnect()
@@ -410,6 +436,24 @@ def verdicts(results: dict) -> dict:
         if floor:
             out["floor"] = {"what": "API connect median / raw floor connect median, per size", "limit": 2.0,
                             "per_size": floor}
+        out["interleaved"] = {str(size): interleaved(e) for size, e in by_size.items() if "ref_summary" in e}
+    return out
+
+
+def interleaved(e: dict) -> dict:
+    """The big network against the reference one, measured alternately in the same blocks.
+
+    ``api``: p95 and median ratios of API connect; ``kernel``: the same for the raw
+    steps on the two bridges; ``own_ms``: netmgr's own share (API median − same-bridge
+    raw median) on each network, i.e. what netmgr adds on top of the kernel.
+    """
+    big, ref = e["api_summary"]["connect"], e["ref_summary"]["connect"]
+    out = {"api": {"p95": big["p95_ms"] / ref["p95_ms"], "median": big["median_ms"] / ref["median_ms"]}}
+    kb, kr = e.get("same_bridge_summary", {}).get("connect"), e.get("ref_bridge_summary", {}).get("connect")
+    if kb and kr:
+        out["kernel"] = {"p95": kb["p95_ms"] / kr["p95_ms"], "median": kb["median_ms"] / kr["median_ms"],
+                         "added_median_ms": kb["median_ms"] - kr["median_ms"]}
+        out["own_ms"] = {"big": big["median_ms"] - kb["median_ms"], "ref": ref["median_ms"] - kr["median_ms"]}
     return out
 
 
@@ -452,6 +496,20 @@ def render(results: dict) -> str:
                      f"{run['p95_ms'] if run else float('nan'):>11.2f} {f['cpu']['softirq'] * 100:>7.0f}% "
                      f"{settled:>9} {d.get('fds', '-'):>11} {d.get('rss_mib', '-'):>8} "
                      f"{e['cpu']['softirq'] * 100:>19.0f}%")
+    if any("ref_summary" in e for e in results.get("netmgr", [])):
+        lines += ["", (f"interleaved with the reference network ({REF}, {REF_SIZE} endpoints; the same probe, "
+                       "alternating pair by pair, and the raw steps alternating between the two bridges):"),
+                  (f"{'endpoints':>9} {'ref med':>8} {'ref p95':>8} {'big/ref p95':>12} {'big/ref med':>12} "
+                   f"{'kernel p95':>11} {'kernel med':>11} {'kernel +ms':>11} {'own ms ref':>11} {'own ms big':>11}")]
+        for e in results.get("netmgr", []):
+            if "ref_summary" not in e:
+                continue
+            r, it = e["ref_summary"]["connect"], interleaved(e)
+            k, own = it.get("kernel"), it.get("own_ms")
+            lines.append(f"{e['size']:>9} {r['median_ms']:>8.2f} {r['p95_ms']:>8.2f} {it['api']['p95']:>12.2f} "
+                         f"{it['api']['median']:>12.2f} {k['p95'] if k else nan:>11.2f} "
+                         f"{k['median'] if k else nan:>11.2f} {k['added_median_ms'] if k else nan:>11.2f} "
+                         f"{own['ref'] if own else nan:>11.2f} {own['big'] if own else nan:>11.2f}")
     fill = results.get("fill_run_ms") or []
     if len(fill) >= 40:
         head, tail = fill[:20], fill[-20:]
@@ -464,6 +522,16 @@ def render(results: dict) -> str:
         verdict = "met" if f["met"] else "NOT met"
         lines.append(f"flatness: {f['what']} = {f['ratio']:.2f} (target <= 1.20: {verdict}); "
                      f"medians: {f['median_ratio']:.2f}")
+    if v.get("interleaved"):
+        size = max(v["interleaved"], key=int)
+        it = v["interleaved"][size]
+        line = (f"interleaved flatness: API connect p95 on {size} endpoints / on {REF_SIZE}, same blocks = "
+                f"{it['api']['p95']:.2f} (medians {it['api']['median']:.2f})")
+        if "kernel" in it:
+            line += (f"; the kernel's raw steps alone: {it['kernel']['p95']:.2f} (medians {it['kernel']['median']:.2f},"
+                     f" +{it['kernel']['added_median_ms']:.2f} ms); netmgr's own share: {it['own_ms']['ref']:.2f} ms "
+                     f"on {REF_SIZE}, {it['own_ms']['big']:.2f} ms on {size}")
+        lines.append(line)
     if "floor" in v:
         parts = ", ".join(f"{size}: {x['ratio']:.2f}" for size, x in v["floor"]["per_size"].items())
         met = all(x["met"] for x in v["floor"]["per_size"].values())
@@ -495,7 +563,7 @@ def render(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--same-bridge-floor"]:  # the child run by run_same_bridge_floor()
-        return same_bridge_floor_main(argv[1], int(argv[2]), int(argv[3]), argv[4], argv[5] == "no-ipv6")
+        return same_bridge_floor_main(argv[1].split(","), int(argv[2]), int(argv[3]), argv[4], argv[5] == "no-ipv6")
     ap = argparse.ArgumentParser(description="netmgr scale benchmark (attach latency vs network size)")
     ap.add_argument("--sizes", default="1,10,100,1000",
                     help="endpoints on the big network at each step, increasing (default 1,10,100,1000)")

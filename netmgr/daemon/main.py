@@ -190,7 +190,7 @@ async def refreeze_periodically(loop: asyncio.AbstractEventLoop, worker) -> None
 
 
 def raise_fd_limit() -> None:
-    """Every container holds ~5 descriptors in the daemon (netns, netlink, DNS, pidfd): take the hard limit."""
+    """Every container holds ~6 descriptors in the daemon (netns, netlink, DNS, shim and PID 1 pidfds): take the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -297,6 +297,54 @@ def test_foreign_pid_is_never_signalled(run):
         other.wait()
 
 
+def test_liveness_cache_agrees_with_the_full_check(run):
+    """Liveness answers like is_running: alive, then dead after a kill, with one pidfd held meanwhile."""
+    live = ctr.Liveness()
+    try:
+        spec, info = run(["sleep", "1000"])
+        assert live.is_running(spec.state_dir, info.pid)
+        assert spec.state_dir in live._fds  # a pidfd is held now: later checks are one poll
+        assert live.is_running(spec.state_dir, info.pid)
+        ctr.kill(spec.state_dir, info.pid, signal.SIGKILL)
+        ctr.wait(spec.state_dir, 5)
+        assert not live.is_running(spec.state_dir, info.pid)
+        assert spec.state_dir not in live._fds  # closed once it exited
+    finally:
+        live.close()
+
+
+def test_liveness_cache_never_vouches_for_a_foreign_pid(run):
+    """A pid the state dir does not vouch for is not running, and no pidfd stays open for it."""
+    spec, _ = run(["true"])
+    assert ctr.wait(spec.state_dir, 10) == 0
+    other = subprocess.Popen(["sleep", "30"])
+    live = ctr.Liveness()
+    try:
+        assert not live.is_running(spec.state_dir, other.pid)
+        assert live._fds == {}
+    finally:
+        live.close()
+        other.kill()
+        other.wait()
+
+
+def test_liveness_cache_follows_a_new_pid_1(run):
+    """Asked about another pid (a restart gave the container a new PID 1), the held pidfd is not trusted."""
+    live = ctr.Liveness()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        spec, first = run(["sleep", "1000"])
+        assert live.is_running(spec.state_dir, first.pid)
+        # the state dir vouches for first.pid only: the full check decides, and says no
+        assert not live.is_running(spec.state_dir, other.pid)
+        assert spec.state_dir not in live._fds
+        assert live.is_running(spec.state_dir, first.pid)
+    finally:
+        live.close()
+        other.kill()
+        other.wait()
+
+
 def test_wait_timeout_returns_none(run):
     spec, _ = run(["sleep", "1000"])
     assert ctr.wait(spec.state_dir, 0.1) is None
