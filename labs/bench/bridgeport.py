@@ -37,7 +37,10 @@ stops the MTU auto-adjust; an MTU given at creation does not), ``v6sysctl``
 (IFLA_INET6_ADDR_GEN_MODE none instead, as a second message in the create
 datagram: the kernel refuses IFLA_AF_SPEC on a link being created),
 ``lateup`` (host side created down, set up after the peer: one port enable
-instead of three); no v6 word: the host sides keep IPv6. Everything is
+instead of three), ``shard<N>`` (e.g. ``shard64``: the filler ports spread over
+shard bridges of at most N ports, each joined to the bridge by a veth trunk,
+and the measured veth attached to the last shard: a design in which no bridge
+ever holds more than N endpoint ports); no v6 word: the host sides keep IPv6. Everything is
 removed at the end (also on error or Ctrl-C). Results: labs/bench/README.md.
 """
 
@@ -81,6 +84,7 @@ class Rig:
         self.ports, self.configs = ports, configs
         self.names = {k: f"nmflat-{tag}-{k}" for k in ("host", "peers", "sb")}
         self.bridges: list[int] = []
+        self.attach_to: dict[int, str] = {}  # configuration -> the bridge its measured veth joins (shards)
 
     def path(self, key: str) -> str:
         return "/run/netns/" + self.names[key]
@@ -97,7 +101,7 @@ class Rig:
         self.host = Netlink(netns.run_in(self.path("host"), open_socket))
         self.sb = Netlink(netns.run_in(self.path("sb"), open_socket))
         self.sb_fd = os.open(self.path("sb"), os.O_RDONLY | os.O_CLOEXEC)
-        self.bridges = [self.host.link_index(f"br{k}") for k in range(len(self.configs))]
+        self.bridges = [self.host.link_index(self.attach_to.get(k, f"br{k}")) for k in range(len(self.configs))]
 
     def _bridge(self, k: int, config: set[str]) -> None:
         h, br = self.names["host"], f"br{k}"
@@ -112,15 +116,33 @@ class Rig:
             return
         # the filler ports get the same host-side IPv6 treatment as the measured one, before they go up
         gen = "addrgenmode none" if "v6gen" in config else ""
+        shard = next((int(w[5:]) for w in config if w.startswith("shard")), 0)
+        masters = [br] * self.ports
+        if shard:
+            masters = [self._shard(k, i // shard, config) for i in range(self.ports)]
+            self.attach_to[k] = masters[-1]
         sh("ip", "-n", h, "-batch", "-", inp="".join(
             f"link add f{k}x{i} type veth peer name p{k}x{i} netns {self.names['peers']}\n"
-            f"link set f{k}x{i} master {br} {gen}\n" for i in range(self.ports)))
+            f"link set f{k}x{i} master {masters[i]} {gen}\n" for i in range(self.ports)))
         if "v6sysctl" in config:
             sh("ip", "netns", "exec", h, "sh", "-c", f"for i in $(seq 0 {self.ports - 1}); do "
                f"echo 1 > /proc/sys/net/ipv6/conf/f{k}x$i/disable_ipv6; done")
         sh("ip", "-n", h, "-batch", "-", inp="".join(f"link set f{k}x{i} up\n" for i in range(self.ports)))
         sh("ip", "-n", self.names["peers"], "-batch", "-",
            inp="".join(f"link set p{k}x{i} up\n" for i in range(self.ports)))
+
+    def _shard(self, k: int, j: int, config: set[str]) -> str:
+        """Shard bridge ``j`` of configuration ``k`` (made once): no address, joined to br<k> by a veth trunk."""
+        h, name = self.names["host"], f"br{k}s{j}"
+        if not os.path.exists(f"/run/netns/{h}") or subprocess.run(
+                ["ip", "-n", h, "link", "show", name], capture_output=True).returncode != 0:
+            sh("ip", "-n", h, "link", "add", name, "type", "bridge",
+               *(["mcast_snooping", "0"] if "nosnoop" in config else []))
+            sh("ip", "-n", h, "link", "add", f"t{k}x{j}a", "type", "veth", "peer", "name", f"t{k}x{j}b")
+            sh("ip", "-n", h, "link", "set", f"t{k}x{j}a", "master", f"br{k}", "up")
+            sh("ip", "-n", h, "link", "set", f"t{k}x{j}b", "master", name, "up")
+            sh("ip", "-n", h, "link", "set", name, "up")
+        return name
 
     def down(self) -> None:
         for attr in ("host", "sb"):
