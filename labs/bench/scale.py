@@ -22,15 +22,20 @@ default 10.210.0.0/16), a small one (10.211.0.0/24) and a probe container
    own) and the same raw steps on the big network's own bridge
    (``scale.py --same-bridge-floor``, a child mode of this script).
 
+A reference network of 10 containers (``scaleref``) is measured alternately
+with the big one, pair by pair (the raw steps too, bridge by bridge), so the
+size of the network is compared at the same moment and on the same host.
+
 The report: per size, the API's median and p95 (nearest rank), both floors',
 the ratios; the flatness figure p95(connect at the largest size) / p95(at 10),
-issue target <= 1.2; median connect / raw floor connect, target <= 2.
+issue target <= 1.2; the same against the reference network, with the
+kernel's and netmgr's shares; median connect / raw floor connect, target <= 2.
 ``--probe-no-ipv6`` disables IPv6 in the probe's sandbox (a diagnostic).
 At the end the last ``--rm-sample`` containers are removed through the API
 (timed) and ``SimHost.down()`` removes the rest with the daemon stopped.
 With ``--docker`` and a live /var/run/docker.sock, Docker's Engine API does
-the same at the same sizes (after the netmgr part; untested here: no Docker
-on the machine this was written on). Nothing here asserts on time: exit 0
+the same at the same sizes (after the netmgr part; labs/bench/README.md
+shows how to run dockerd in a namespace of its own for this). Nothing here asserts on time: exit 0
 when every step worked, 1 when one failed, 130 when interrupted.
 """
 
