@@ -83,6 +83,7 @@ BIG, SMALL, REF = "scalebig", "scalesmall", "scaleref"
 SMALL_SUBNET, REF_SUBNET = "10.211.0.0/24", "10.212.0.0/24"
 REF_SIZE = 10  # endpoints on the reference network, whatever the big one holds
 PROBE = "probe"
+PORTS_OPTION = "com.netmgr.bridge.ports_per_bridge"  # drivers/bridge.py OPT_PORTS
 
 
 def pb():
@@ -101,6 +102,7 @@ class Scale:
         self.fill: list[str] = []  # names of the fill containers, in run order
         self.fill_ms: list[float] = []  # ContainerRun latency of each, same order
         self.ref_bridge = ""  # the reference network's bridge
+        self.floor_bridge = ""  # where the probe's veth goes on the big network (a shard, when sharded)
         self.conn = pb().ConnectRequest(network=BIG, container=PROBE)
         self.disc = pb().DisconnectRequest(network=BIG, container=PROBE)
         self.ref_conn = pb().ConnectRequest(network=REF, container=PROBE)
@@ -110,7 +112,10 @@ class Scale:
     def setup(self) -> None:
         p = pb()
         for name, subnet in ((BIG, self.args.subnet), (SMALL, SMALL_SUBNET), (REF, REF_SUBNET)):
-            resp = self.client.call("NetworkCreate", p.NetworkCreateRequest(name=name, driver="bridge",
+            options = {}
+            if name in (BIG, REF) and self.args.ports_per_bridge:  # both, so the two differ only in size
+                options[PORTS_OPTION] = str(self.args.ports_per_bridge)
+            resp = self.client.call("NetworkCreate", p.NetworkCreateRequest(name=name, driver="bridge", options=options,
                                                                             pools=[p.IPAMPool(subnet=subnet)]))
             if name == BIG:
                 self.bridge = "nm-" + resp.id[:12]  # drivers/bridge.py bridge_name()
@@ -166,12 +171,22 @@ class Scale:
         elif f" {self.prefix}" in res.out:
             raise BenchError(f"{PROBE} still has an address of {self.args.subnet} after disconnect:\n{res.out}")
 
+    def probe_bridge(self) -> str:
+        """The bridge the probe's veth is on now: the network's, or with shards the shard it went to."""
+        doc = self.client.documents("ContainerInspect", pb().Refs(refs=[PROBE]))[0]
+        veth = "veth" + doc["NetworkSettings"]["Networks"][BIG]["EndpointID"][:7]  # drivers/bridge.py veth_name()
+        res = self.host.sh("ip", "-j", "link", "show", veth)
+        if res.rc != 0:
+            raise BenchError(f"cannot find the probe's veth {veth}: {res.err.strip()}")
+        return json.loads(res.out)[0].get("master") or self.bridge
+
     def check(self, size: int) -> None:
         have = self.count_endpoints()
         if have != size:
             raise BenchError(f"{BIG} holds {have} endpoints, expected {size}")
         self.client.call("NetworkConnect", self.conn)
         self.check_attached(True)
+        self.floor_bridge = self.probe_bridge()
         if self.count_endpoints() != size + 1:
             raise BenchError(f"{BIG} does not hold {size + 1} endpoints with the probe connected")
         self.client.call("NetworkDisconnect", self.disc)
@@ -235,9 +250,9 @@ def bench_netmgr(host, base: str, args, results: dict) -> None:
                 scale.pairs(n, api, ref)
                 if not args.no_floor:
                     parts.append(run_floor(host, n, args.warmup, floor_ns_dir))
-                    got = run_same_bridge_floor(host, [scale.bridge, scale.ref_bridge], n, SAME_BRIDGE_WARMUP,
+                    got = run_same_bridge_floor(host, [scale.floor_bridge, scale.ref_bridge], n, SAME_BRIDGE_WARMUP,
                                                 floor_ns_dir, args.probe_no_ipv6)
-                    for out, key in ((same, scale.bridge), (same_ref, scale.ref_bridge)):
+                    for out, key in ((same, scale.floor_bridge), (same_ref, scale.ref_bridge)):
                         out["connect"] += got[key]["connect"]
                         out["disconnect"] += got[key]["disconnect"]
             entry = {"size": size, "fill": fill, "api": with_pair(api), "ref": with_pair(ref),
@@ -469,7 +484,9 @@ def render(results: dict) -> str:
          f"Python {facts['python']}, pyroute2 {facts['pyroute2']}"),
         (f"per size: {results['warmup']} warm-up + {results['runs']} connect/disconnect pairs of the probe to "
          f"{BIG} ({results['subnet']}), alternating with floor.py in {results['blocks']} blocks"
-         + ("; IPv6 disabled in the probe's sandbox (--probe-no-ipv6)" if results.get("probe_no_ipv6") else "")),
+         + ("; IPv6 disabled in the probe's sandbox (--probe-no-ipv6)" if results.get("probe_no_ipv6") else "")
+         + (f"; {BIG} and {REF} sharded: {results['ports_per_bridge']} ports per bridge"
+            if results.get("ports_per_bridge") else "")),
         ("p95 = nearest rank; floor raw = floor.py's raw steps on a bridge of its own (no other ports); "
          "same bridge = the same raw steps on the big network's bridge (with all its endpoints); x = API median / that median"),
         "",
@@ -583,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-no-ipv6", action="store_true",
                     help="diagnostic: disable IPv6 in the probe's sandbox (and the same-bridge floor's), so its "
                          "interfaces send no IPv6 multicast onto the big bridge")
+    ap.add_argument("--ports-per-bridge", type=int, default=0, metavar="N",
+                    help="create the big and the reference network with -o com.netmgr.bridge.ports_per_bridge=N "
+                         "(shard bridges of N ports; default 0: one bridge, Docker's layout)")
     ap.add_argument("--rm-sample", type=int, default=50,
                     help="at the end, remove this many containers through the API, timed (default 50)")
     ap.add_argument("--no-floor", action="store_true", help="skip floor.py (no ratios)")
@@ -603,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {"facts": machine_facts(), "sizes": args.sizes, "runs": args.runs, "warmup": args.warmup,
                      "blocks": len(block_sizes(args.runs, args.blocks)), "subnet": args.subnet, "netmgr": [],
-                     "probe_no_ipv6": args.probe_no_ipv6,
+                     "probe_no_ipv6": args.probe_no_ipv6, "ports_per_bridge": args.ports_per_bridge,
                      "problems": [], "percentile": "p95 nearest-rank: ceil(0.95*n)-th smallest sample"}
     rc = run_on_simhost("nmb", lambda host, base: bench_netmgr(host, base, args, results), results, fast_down=True)
     if rc == 0:
