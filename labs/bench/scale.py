@@ -613,9 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     except ValueError:
         ap.error("--sizes takes comma-separated integers")
-    if not args.sizes or args.sizes != sorted(set(args.sizes)) or args.sizes[0] < 0 or args.sizes[-1] > 1022:
-        ap.error("--sizes must be increasing, distinct and 0..1022 (a Linux bridge has at most 1023 ports, "
-                 "one is the probe's)")
+    limit = 1022 if not args.ports_per_bridge else 4000  # shards lift the bridge's 1023 ports; the /16 remains
+    if not args.sizes or args.sizes != sorted(set(args.sizes)) or args.sizes[0] < 0 or args.sizes[-1] > limit:
+        ap.error(f"--sizes must be increasing, distinct and 0..{limit} (a Linux bridge has at most 1023 ports, "
+                 "one is the probe's; more with --ports-per-bridge)")
     if args.runs < 1:
         ap.error("--runs must be >= 1")
     if os.geteuid() != 0:
