@@ -32,8 +32,8 @@ times (``br_add_if``, the adjacency list, STP port selection, the FDB), so on
 one bridge an attach costs 2.2x more at 1000 ports than at 10; with 64-port
 shards 1.25x (labs/bench/README.md, "Shard bridges"). The price is in the data
 path: a frame between two shards crosses two more bridges and two veths (one
-TCP stream at 0.65x of same-bridge speed; 0.87x between the network's bridge
-and a shard), which is why it is an option. Shards carry no address (routing,
+TCP stream at 0.85x of same-bridge speed, 0.92x between the network's bridge
+and a shard; 66 / 50 µs round trips against 43), which is why it is an option. Shards carry no address (routing,
 NAT and the firewall's inet rules stay on the network's bridge); with ICC off
 the trunks' network-side ends join the no-ICC set, so frames between shards
 are dropped like frames between ports, while traffic to the gateway (local
