@@ -116,14 +116,14 @@ def _fw_shard(name: str) -> FwNetwork:
     return FwNetwork(name, (), (), False, False)
 
 
-def shard_name(net: NetworkInfo, k: int) -> str:
+def shard_name(network_id: str, k: int) -> str:
     """Shard bridge ``k`` (1, 2, …) of a network: ``nm-s`` + 8 hex of the network ID + 3 digits."""
-    return f"nm-s{net.id[:8]}{k:03d}"
+    return f"nm-s{network_id[:8]}{k:03d}"
 
 
-def trunk_names(net: NetworkInfo, k: int) -> tuple[str, str]:
+def trunk_names(network_id: str, k: int) -> tuple[str, str]:
     """The veth trunk of shard ``k``: its end on the network's bridge, its end on the shard."""
-    return f"nmt{net.id[:9]}{k:03d}", f"nmu{net.id[:9]}{k:03d}"
+    return f"nmt{network_id[:9]}{k:03d}", f"nmu{network_id[:9]}{k:03d}"
 
 
 class BridgeDriver(PassiveDriver):
@@ -227,7 +227,7 @@ class BridgeDriver(PassiveDriver):
         """Firewall elements, then the shards and the bridge; already gone is success."""
         name = bridge_name(net)
         self.fw.remove_network(self._fw_network(net))
-        if ports_per_bridge(net) or net.id in self._shards:
+        if ports_per_bridge(net):
             self._delete_shards(net)
         self._index.pop(name, None)
         with mapped(f"delete bridge {name}"):
@@ -235,15 +235,16 @@ class BridgeDriver(PassiveDriver):
 
     def _delete_shards(self, net: NetworkInfo) -> None:
         """Every shard bridge and trunk of the network that the kernel has (found by name)."""
-        shard_prefix, trunk_prefix = shard_name(net, 0)[:-3], trunk_names(net, 0)[0][:-3]
+        shard_prefix, trunk_prefix = shard_name(net.id, 0)[:-3], trunk_names(net.id, 0)[0][:-3]
         icc = _bool_opt(net, OPT_ICC)
-        for link in self.env.nl.links():
+        links = self.env.nl.links()
+        for link in links:  # trunks first: a shard bridge is then empty when it goes
             if link.name.startswith(trunk_prefix):
                 if not icc:
                     self.fw.remove_noicc(link.name)
                 with mapped(f"delete trunk {link.name}"):
                     self.env.nl.del_link(index=link.index)  # its other end goes with it
-        for link in self.env.nl.links():
+        for link in links:
             if link.name.startswith(shard_prefix):
                 self.fw.remove_network(_fw_shard(link.name))
                 self._index.pop(link.name, None)
@@ -274,7 +275,7 @@ class BridgeDriver(PassiveDriver):
 
     def _find_shards(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
         """After a restart: the shards the kernel has and how many endpoints each holds."""
-        sharded = {net.id: net for net in nets if ports_per_bridge(net)}
+        sharded = {net.id for net in nets if ports_per_bridge(net)}
         self._occupancy = {net_id: {} for net_id in sharded}
         for ep in endpoints:
             if ep.network_id in sharded:
@@ -284,11 +285,12 @@ class BridgeDriver(PassiveDriver):
         if not sharded:
             return
         names = {link.name: link.index for link in self.env.nl.links()}
-        for net_id, net in sharded.items():
-            for k in range(1, MAX_SHARDS + 1):
-                if shard_name(net, k) in names and trunk_names(net, k)[0] in names:
-                    self._shards[net_id].add(k)
-                    self._index[shard_name(net, k)] = names[shard_name(net, k)]
+        by_prefix = {shard_name(net_id, 0)[:-3]: net_id for net_id in sharded}
+        for name, index in names.items():
+            net_id = by_prefix.get(name[:-3])
+            if net_id is not None and name[-3:].isdigit() and trunk_names(net_id, int(name[-3:]))[0] in names:
+                self._shards[net_id].add(int(name[-3:]))
+                self._index[name] = index
 
     def _restore_shards(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo]) -> None:
         """Re-make the shards that endpoints are on and that are gone (or lost their trunk)."""
@@ -337,9 +339,9 @@ class BridgeDriver(PassiveDriver):
         shards = []
         for net in nets:
             known = sorted(self._shards.get(net.id, ()))
-            shards += [_fw_shard(shard_name(net, k)) for k in known]
+            shards += [_fw_shard(shard_name(net.id, k)) for k in known]
             if not _bool_opt(net, OPT_ICC):
-                noicc += [trunk_names(net, k)[0] for k in known]
+                noicc += [trunk_names(net.id, k)[0] for k in known]
         self.fw.rebuild([self._fw_network(n) for n in nets] + shards, ports, noicc)
 
     def repair(self, nets: list[NetworkInfo], endpoints: list[EndpointInfo], firewall: bool = True,
@@ -401,15 +403,15 @@ class BridgeDriver(PassiveDriver):
         k = int(ep.driver_data.get("shard", 0))
         if not k:
             return self._bridge_index(net)
-        index = self._index.get(shard_name(net, k))
+        index = self._index.get(shard_name(net.id, k))
         if index is not None and k in self._shards.get(net.id, set()):
             return index
         return self._make_shard(net, k)
 
     def _make_shard(self, net: NetworkInfo, k: int) -> int:
         """Shard bridge ``k``: no address, no IPv6, snooping off, joined to the network's bridge by a trunk, up."""
-        name = shard_name(net, k)
-        outer, inner = trunk_names(net, k)
+        name = shard_name(net.id, k)
+        outer, inner = trunk_names(net.id, k)
         mtu = int(net.options.get(OPT_MTU) or 0) or None
         root = self._bridge_index(net)
         with mapped(f"create shard bridge {name}"):
@@ -437,8 +439,8 @@ class BridgeDriver(PassiveDriver):
 
     def _remove_shard(self, net: NetworkInfo, k: int) -> None:
         """Shard ``k`` and its trunk; already gone is fine."""
-        name = shard_name(net, k)
-        outer, _ = trunk_names(net, k)
+        name = shard_name(net.id, k)
+        outer, _ = trunk_names(net.id, k)
         if not _bool_opt(net, OPT_ICC):
             self.fw.remove_noicc(outer)
         self.fw.remove_network(_fw_shard(name))
@@ -449,11 +451,7 @@ class BridgeDriver(PassiveDriver):
 
     def _trunk_ends(self) -> list[str]:
         """Both ends of every known trunk (veths on netmgr's bridges that are not endpoints)."""
-        out = []
-        for net_id, shards in self._shards.items():
-            for k in shards:
-                out += [f"nmt{net_id[:9]}{k:03d}", f"nmu{net_id[:9]}{k:03d}"]
-        return out
+        return [end for net_id, shards in self._shards.items() for k in shards for end in trunk_names(net_id, k)]
 
     def join(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> JoinInfo:
         """One request: veth pair, peer in the sandbox as ``sb.ifname``, host side on the bridge, up."""

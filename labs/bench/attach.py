@@ -40,7 +40,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import NS_PER_MS, log, machine_facts, now_ns, rand_tag, run_on_simhost, summary
+from common import NS_PER_MS, log, machine_facts, now_ns, rand_tag, run_on_simhost, summary, write_json
 
 from netmgr.labhost import SimHost
 
@@ -454,11 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     if "api" in results or "floor" in results:
         print(render(results))
     if args.json:
-        out = dict(results)
-        out["summary"] = {label: s | {"compare_step": step} for label, step, s in build_rows(results)}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        log(f"bench: wrote {args.json}")
+        write_json(args.json, results | {"summary": {label: s | {"compare_step": step}
+                                                     for label, step, s in build_rows(results)}})
     return rc
 
 

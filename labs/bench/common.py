@@ -117,6 +117,17 @@ def in_initial_netns() -> bool:
 # -- shared by scale.py, ports.py and dns.py ------------------------------------------------------
 
 
+def write_json(path: str | None, results: dict) -> None:
+    """``--json FILE``: every sample and summary to FILE (nothing without one)."""
+    if not path:
+        return
+    import json
+
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"bench: wrote {path}")
+
+
 def log(msg: str) -> None:
     """Progress and diagnostics go to stderr (the report goes to stdout)."""
     print(msg, file=sys.stderr, flush=True)

@@ -47,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from attach import BenchError
-from common import NS_PER_MS, log, machine_facts, now_ns, run_on_simhost, summary, summary99
+from common import NS_PER_MS, log, machine_facts, now_ns, run_on_simhost, summary, summary99, write_json
 
 NET, SUBNET = "dnsnet", "10.214.0.0/24"
 CONTAINERS = ("dns1", "dns2", "dns3")
@@ -370,10 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     if results["load"]:
         print(render(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        log(f"bench: wrote {args.json}")
+    write_json(args.json, results)
     return rc
 
 

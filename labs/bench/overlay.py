@@ -73,6 +73,7 @@ from common import (
     signals_ignored,
     sigterm_as_interrupt,
     summary99,
+    write_json,
 )
 from overlay_report import RTNL_STALL_MS, STEAL_MS, render, verdict
 
@@ -583,10 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     results["verdict"] = verdict(results)
     if rc != 130:
         print(render(results, args))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        log(f"bench: wrote {args.json}")
+    write_json(args.json, results)
     return rc
 
 

@@ -65,6 +65,7 @@ from common import (
     summary,
     teardown,
     window,
+    write_json,
 )
 
 NET, NOP_NET, WARM_NET = "pubnet", "nopnet", "pubwarm"
@@ -339,10 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("with_port_ms") and len(results["with_port_ms"]) == args.count:
         results["analysis"] = analyse(results, args.window)
         print(render(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        log(f"bench: wrote {args.json}")
+    write_json(args.json, results)
     return rc
 
 

@@ -35,51 +35,28 @@ see shared/architecture.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import log, machine_facts, ms_since, now_ns, p95, run_on_simhost, summary
+from common import log, machine_facts, ms_since, now_ns, p95, run_on_simhost, summary, write_json
+
+from netmgr.testing.procs import PluginProc
 
 MACVLAN = os.path.join(ROOT, "labs", "plugins", "macvlan", "plugin.py")
 PLUGINS = {"benchmv": (), "benchmvm": ("--move",)}
 NETS = {"bridge": "benchbr", "remote": "benchmv", "remote_move": "benchmvm"}
 
 
-class Plugin:
+def start_plugin(host, plugin_dir: str, name: str, extra: tuple[str, ...]) -> PluginProc:
     """The macvlan plugin process in the simulated host's namespace (stopped by pid)."""
-
-    def __init__(self, host, plugin_dir: str, name: str, extra: tuple[str, ...]) -> None:
-        self.socket = os.path.join(plugin_dir, f"{name}.sock")
-        log_file = open(os.path.join(plugin_dir, f"{name}.log"), "ab")
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net={host.netns_path}", sys.executable, MACVLAN, "--plugin-dir", plugin_dir,
-             "--name", name, "--log-level", "warning", *extra],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
-        log_file.close()
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the macvlan plugin did not start (see {plugin_dir}/{name}.log)")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+    argv = [sys.executable, MACVLAN, "--plugin-dir", plugin_dir, "--name", name, "--log-level", "warning", *extra]
+    return PluginProc(argv, host.netns_path, os.path.join(plugin_dir, f"{name}.sock"),
+                      os.path.join(plugin_dir, f"{name}.log"), cwd=ROOT).start()
 
 
 def cli(host, *args: str) -> str:
@@ -89,7 +66,7 @@ def cli(host, *args: str) -> str:
     return res.out
 
 
-def setup(host, plugin_dir: str) -> list[Plugin]:
+def setup(host, plugin_dir: str) -> list[PluginProc]:
     """Restart the daemon with --plugin-dir, start the plugin, create the networks and the container."""
     host.stop_daemon()
     host.daemon_args = tuple(host.daemon_args) + ("--plugin-dir", plugin_dir)
@@ -99,7 +76,7 @@ def setup(host, plugin_dir: str) -> list[Plugin]:
         res = host.sh(*args)
         if res.rc != 0:
             raise RuntimeError(f"{' '.join(args)}: {res.err.strip()}")
-    plugins = [Plugin(host, plugin_dir, name, extra) for name, extra in PLUGINS.items()]
+    plugins = [start_plugin(host, plugin_dir, name, extra) for name, extra in PLUGINS.items()]
     cli(host, "network", "create", "--subnet", "10.211.0.0/24", "benchnet1")
     cli(host, "network", "create", "--subnet", "10.212.0.0/24", NETS["bridge"])
     for name, subnet in (("benchmv", "10.213.0.0/24"), ("benchmvm", "10.214.0.0/24")):
@@ -181,10 +158,7 @@ def main() -> int:
     results: dict = {"facts": machine_facts(), "runs": args.runs}
     rc = run_on_simhost("nmb", lambda host, base: bench(host, base, args, results), results)
     report(results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        log(f"bench: wrote {args.json}")
+    write_json(args.json, results)
     return rc
 
 

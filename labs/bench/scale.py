@@ -77,6 +77,7 @@ from common import (
     settle,
     summary,
     teardown,
+    write_json,
 )
 
 BIG, SMALL, REF = "scalebig", "scalesmall", "scaleref"
@@ -638,10 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     results["verdict"] = verdicts(results)
     if results["netmgr"]:
         print(render(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        log(f"bench: wrote {args.json}")
+    write_json(args.json, results)
     return rc
 
 

@@ -38,7 +38,7 @@ def step(host: SimHost, *args: str, expect_rc: int = 0) -> str:
 
 
 def ip_of(host: SimHost, ctr: str, net: str) -> str:
-    out = host.cli("inspect", "-f", f"{{{{json .NetworkSettings.Networks}}}}", ctr).out
+    out = host.cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", ctr).out
     return json.loads(out)[net]["IPAddress"]
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 SERVER = textwrap.dedent('''
     import socket, sys
@@ -63,3 +64,13 @@ def request(netns_path: str | None, proto: str, host: str, port: int, timeout: f
         sys.executable, "-I", "-S", "-c", CLIENT, proto, host, str(port), str(timeout)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def wait_for(fn, timeout: float = 10.0, interval: float = 0.02):
+    """Call ``fn`` until it returns something true or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -61,12 +61,12 @@ def test_endpoints_spread_over_shards_and_every_path_works(engine, host_ns, outs
     ms = masters(host_ns)
     root = bridge_name(net)
     placed = [ms[host_ifname(engine, c)] for c in ctrs]
-    assert placed == [root, root, shard_name(net, 1), shard_name(net, 1), shard_name(net, 2)]
+    assert placed == [root, root, shard_name(net.id, 1), shard_name(net.id, 1), shard_name(net.id, 2)]
     for k in (1, 2):
-        outer, inner = trunk_names(net, k)
-        assert ms[outer] == root and ms[inner] == shard_name(net, k)
+        outer, inner = trunk_names(net.id, k)
+        assert ms[outer] == root and ms[inner] == shard_name(net.id, k)
     # shards are plain L2: no address, no IPv6
-    for name in (shard_name(net, 1), trunk_names(net, 1)[0]):
+    for name in (shard_name(net.id, 1), trunk_names(net.id, 1)[0]):
         (link,) = ip_json(host_ns.path, "addr", "show", "dev", name)
         assert link["addr_info"] == []
     ips = [engine.ctl.container_endpoints(c.id)[0].ipv4.split("/")[0] for c in ctrs]
@@ -78,7 +78,7 @@ def test_endpoints_spread_over_shards_and_every_path_works(engine, host_ns, outs
     # out to another host (masqueraded) and in through a published port, from a shard
     srv = run(engine, "nmt-shdsrv", "nmt-shd", server_argv(engine.cfg.state_dir, "tcp", 80, "nmt-shdsrv"),
               ports=(PortMapping(80, "tcp", "", 8095),))
-    assert masters(host_ns)[host_ifname(engine, srv)] == shard_name(net, 2)  # the second place on shard 2
+    assert masters(host_ns)[host_ifname(engine, srv)] == shard_name(net.id, 2)  # the second place on shard 2
     for _ in range(100):
         if request(outside.path, "tcp", HOST_IP, 8095, 0.2):
             break
@@ -96,7 +96,7 @@ def test_icc_off_holds_across_shards(engine, host_ns):
     assert not ping(ctrs[2], ips[4])  # across shards
     assert not ping(ctrs[4], ips[0])  # shard to the network's bridge
     assert ping(ctrs[4], "10.64.0.1") and ping(ctrs[2], "10.64.0.1")  # the gateway stays reachable
-    assert trunk_names(net, 1)[0] in str(subprocess.run(
+    assert trunk_names(net.id, 1)[0] in str(subprocess.run(
         ["nsenter", f"--net={host_ns.path}", "nft", "list", "set", "bridge", engine.cfg.nft_table, "noicc"],
         capture_output=True, text=True).stdout)
 
@@ -104,23 +104,23 @@ def test_icc_off_holds_across_shards(engine, host_ns):
 def test_shards_follow_the_endpoints_and_go_with_the_network(engine, host_ns):
     net = sharded(engine, "nmt-shdr", "10.65.0.0/24")
     ctrs = [run(engine, f"nmt-shdr{i}", "nmt-shdr") for i in range(3)]
-    assert names_of(host_ns, shard_name(net, 0)[:-3]) == [shard_name(net, 1)]
+    assert names_of(host_ns, shard_name(net.id, 0)[:-3]) == [shard_name(net.id, 1)]
     engine.containers.remove(ctrs[2].id, force=True)  # the shard's only endpoint
-    assert names_of(host_ns, shard_name(net, 0)[:-3]) == []
-    assert names_of(host_ns, trunk_names(net, 0)[0][:-3]) == []
+    assert names_of(host_ns, shard_name(net.id, 0)[:-3]) == []
+    assert names_of(host_ns, trunk_names(net.id, 0)[0][:-3]) == []
     # connect/disconnect of a running container to the sharded network
     other = engine.ctl.create_network(NetworkRequest("nmt-shdo", pools=(PoolConfig("10.66.0.0/24"),)))
     extra = run(engine, "nmt-shdx", "nmt-shdo")
     engine.containers.connect("nmt-shdr", extra.id, AttachRequest())
-    assert masters(host_ns)[engine.ctl.container_endpoints(extra.id)[1].driver_data["veth"]] == shard_name(net, 1)
+    assert masters(host_ns)[engine.ctl.container_endpoints(extra.id)[1].driver_data["veth"]] == shard_name(net.id, 1)
     assert ping(extra, engine.ctl.container_endpoints(ctrs[0].id)[0].ipv4.split("/")[0])
     engine.containers.disconnect("nmt-shdr", extra.id)
-    assert names_of(host_ns, shard_name(net, 0)[:-3]) == []
+    assert names_of(host_ns, shard_name(net.id, 0)[:-3]) == []
     for c in ctrs[:2] + [extra]:
         engine.containers.remove(c.id, force=True)
     engine.ctl.remove_network(net.id)
     engine.ctl.remove_network(other.id)
-    prefixes = (shard_name(net, 0)[:-3], trunk_names(net, 0)[0][:-3], trunk_names(net, 0)[1][:-3], bridge_name(net))
+    prefixes = (shard_name(net.id, 0)[:-3], trunk_names(net.id, 0)[0][:-3], trunk_names(net.id, 0)[1][:-3], bridge_name(net))
     assert [n for n in names_of(host_ns, "nm") if n.startswith(prefixes)] == []
 
 
@@ -137,10 +137,10 @@ def test_failed_connect_leaves_no_shard(engine, host_ns, monkeypatch, step):
         engine.containers.connect("nmt-shdf", extra.id, AttachRequest())
     monkeypatch.undo()
     assert snapshot(engine, host_ns) == before
-    assert names_of(host_ns, shard_name(net, 0)[:-3]) == []
+    assert names_of(host_ns, shard_name(net.id, 0)[:-3]) == []
     # and the next endpoint still gets shard 1
     engine.containers.connect("nmt-shdf", extra.id, AttachRequest())
-    assert masters(host_ns)[engine.ctl.container_endpoints(extra.id)[1].driver_data["veth"]] == shard_name(net, 1)
+    assert masters(host_ns)[engine.ctl.container_endpoints(extra.id)[1].driver_data["veth"]] == shard_name(net.id, 1)
 
 
 def test_restart_remakes_a_missing_shard_and_keeps_the_others(engine, host_ns):
@@ -149,17 +149,17 @@ def test_restart_remakes_a_missing_shard_and_keeps_the_others(engine, host_ns):
     ips = [engine.ctl.container_endpoints(c.id)[0].ipv4.split("/")[0] for c in ctrs]
     cfg = engine.cfg
     engine.close()
-    subprocess.run(["nsenter", f"--net={host_ns.path}", "ip", "link", "del", shard_name(net, 2)], check=True)
+    subprocess.run(["nsenter", f"--net={host_ns.path}", "ip", "link", "del", shard_name(net.id, 2)], check=True)
     again = open_engine(cfg)
     try:
         ms = masters(host_ns)
         # the shard is back, with its trunk, and the endpoint's veth on it; nothing was taken for an orphan
-        assert ms[trunk_names(net, 1)[0]] == bridge_name(net) and ms[trunk_names(net, 2)[1]] == shard_name(net, 2)
-        assert ms[host_ifname(again, ctrs[4])] == shard_name(net, 2)
+        assert ms[trunk_names(net.id, 1)[0]] == bridge_name(net) and ms[trunk_names(net.id, 2)[1]] == shard_name(net.id, 2)
+        assert ms[host_ifname(again, ctrs[4])] == shard_name(net.id, 2)
         assert ping(ctrs[4], ips[0]) and ping(ctrs[2], ips[4])
         # occupancy was recounted: the next endpoint fills shard 2
         ctr = run(again, "nmt-shds5", "nmt-shds")
-        assert masters(host_ns)[host_ifname(again, ctr)] == shard_name(net, 2)
+        assert masters(host_ns)[host_ifname(again, ctr)] == shard_name(net.id, 2)
     finally:
         for ctr in list(again.containers.items.values()):
             again.containers.remove(ctr.id, force=True)

@@ -18,6 +18,7 @@ from netmgr.cluster import Cluster, Node, default_global_subnet, peer_key
 from netmgr.model import Endpoint, Network, PoolConfig, new_id
 from netmgr.store.etcd import EtcdStore
 from netmgr.testing.etcd import ETCD_BINARY, EtcdServer
+from tests.privileged.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BINARY), reason=f"{ETCD_BINARY} not installed")
 
@@ -86,15 +87,6 @@ def network(name: str, subnet: str) -> Network:
 def endpoint(net: Network, ip: str, name: str = "c") -> Endpoint:
     return Endpoint(id=new_id(), network_id=net.id, container_id=new_id(), name=name, ifname="eth0",
                     mac="02:42:00:00:00:01", ipv4=ip)
-
-
-def wait_for(fn, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_names_and_subnets_are_taken_once(hosts):

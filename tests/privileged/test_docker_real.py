@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,8 +31,9 @@ import pytest
 
 from netmgr.labhost import SimHost
 from netmgr.runtime import netns, sandbox
+from netmgr.testing.procs import stop_group
 from tests.conftest import unique
-from tests.privileged.helpers import SERVER, request, server_argv
+from tests.privileged.helpers import SERVER, request, server_argv, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("dockerd") is None, reason="dockerd (Debian's docker.io) not installed")
 
@@ -111,13 +111,7 @@ def start_dockerd():
 
     yield start
     for proc, root in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # dockerd stops its own containerd
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(proc, 30)  # dockerd stops its own containerd
         subprocess.run(["umount", "-R", "-l", root], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
@@ -128,15 +122,6 @@ def _iptables(host: SimHost, *args: str) -> str:
     return res.out
 
 
-def _wait_for(check, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
-
-
 def test_traffic_flows_next_to_a_real_dockerd(host_and_outside, start_dockerd):
     host, outside = host_and_outside
     assert host.cli("network", "create", "--subnet", "10.62.0.0/24", "nmt-dkr").rc == 0
@@ -144,7 +129,7 @@ def test_traffic_flows_next_to_a_real_dockerd(host_and_outside, start_dockerd):
     res = host.cli("run", "-d", "--name", "nmt-dkrsrv", "--network", "nmt-dkr", "-p", f"{PUBLISHED}:80", *argv)
     assert res.rc == 0, res.err
     sandbox_key = json.loads(host.cli("inspect", "nmt-dkrsrv").out)[0]["NetworkSettings"]["SandboxKey"]
-    assert _wait_for(lambda: request(outside, "tcp", HOST_IP, PUBLISHED, 0.5) == f"nmt-dkrsrv {OUTSIDE_IP}")
+    assert wait_for(lambda: request(outside, "tcp", HOST_IP, PUBLISHED, 0.5) == f"nmt-dkrsrv {OUTSIDE_IP}")
 
     # a server on the other machine, for the container's way out
     script = os.path.join(host.dir, "nmt-outside-server.py")
@@ -153,7 +138,7 @@ def test_traffic_flows_next_to_a_real_dockerd(host_and_outside, start_dockerd):
     server = subprocess.Popen(["nsenter", f"--net={outside}", sys.executable, script, "tcp", str(OUTSIDE_PORT),
                                "nmt-outside"])
     try:
-        assert _wait_for(lambda: request(outside, "tcp", OUTSIDE_IP, OUTSIDE_PORT, 0.5) is not None)
+        assert wait_for(lambda: request(outside, "tcp", OUTSIDE_IP, OUTSIDE_PORT, 0.5) is not None)
         # the way out is masqueraded: the outside sees the host's address
         assert request(sandbox_key, "tcp", OUTSIDE_IP, OUTSIDE_PORT) == f"nmt-outside {HOST_IP}"
 
@@ -165,7 +150,7 @@ def test_traffic_flows_next_to_a_real_dockerd(host_and_outside, start_dockerd):
         assert "DOCKER-USER" in _iptables(host, "-S")
 
         # netmgrd noticed and let its bridges' traffic through DOCKER-USER, without a restart
-        assert _wait_for(lambda: "-i nm-+ -j ACCEPT" in _iptables(host, "-S", "DOCKER-USER")), \
+        assert wait_for(lambda: "-i nm-+ -j ACCEPT" in _iptables(host, "-S", "DOCKER-USER")), \
             _iptables(host, "-S", "DOCKER-USER")
         assert request(outside, "tcp", HOST_IP, PUBLISHED) == f"nmt-dkrsrv {OUTSIDE_IP}"
         assert request(sandbox_key, "tcp", OUTSIDE_IP, OUTSIDE_PORT) == f"nmt-outside {HOST_IP}"
@@ -173,7 +158,7 @@ def test_traffic_flows_next_to_a_real_dockerd(host_and_outside, start_dockerd):
         res = host.cli("run", "-d", "--name", "nmt-dkrsrv2", "--network", "nmt-dkr", "-p", f"{PUBLISHED + 1}:80",
                        *server_argv(host.dir, "tcp", 80, "nmt-dkrsrv2"))
         assert res.rc == 0, res.err
-        assert _wait_for(lambda: request(outside, "tcp", HOST_IP, PUBLISHED + 1, 0.5) == f"nmt-dkrsrv2 {OUTSIDE_IP}")
+        assert wait_for(lambda: request(outside, "tcp", HOST_IP, PUBLISHED + 1, 0.5) == f"nmt-dkrsrv2 {OUTSIDE_IP}")
     finally:
         server.kill()
         server.wait()

@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from netmgr.testing.multihost import MultiHost
+from tests.privileged.helpers import wait_for
 
 pytestmark = pytest.mark.privileged
 
@@ -29,15 +30,6 @@ def cluster():
 
 def uniq(stem: str) -> str:
     return f"nmt{stem}{uuid.uuid4().hex[:4]}"
-
-
-def wait_for(fn, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def ok(result):

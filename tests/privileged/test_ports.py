@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -18,7 +16,6 @@ from netmgr import errors
 from netmgr.containers import RunRequest
 from netmgr.controller import NetworkRequest
 from netmgr.model import PoolConfig, PortMapping
-from netmgr.runtime import netns, sandbox
 from tests.privileged.conftest import ip_json, nft_json
 from tests.privileged.helpers import request, server_argv
 

@@ -24,6 +24,7 @@ from netmgr.store import KV, Compare, Event, Op
 from netmgr.store.etcd import RESYNC_KEY, EtcdStore, is_resync, parse_cluster_store
 from netmgr.testing.etcd import ETCD_BINARY, EtcdCluster, EtcdServer, free_port
 from tests.store_contract import *  # noqa: F401,F403 - the shared store contract, run on this backend
+from tests.privileged.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BINARY), reason=f"{ETCD_BINARY} not installed")
 
@@ -59,15 +60,6 @@ def make_store(etcd, prefix):
     yield make
     for s in made:
         s.close()
-
-
-def wait_until(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def retry(fn, timeout=10.0):
@@ -175,7 +167,7 @@ def test_prefix_isolation(etcd, prefix, make_store):
     assert [kv.key for kv in parent.list("")] == ["a/k", "b/k", "b/k2"]
     assert b.delete("k") and a.get("k") is not None
     a.put("done", {})
-    assert wait_until(lambda: len(seen) == 2)
+    assert wait_for(lambda: len(seen) == 2)
     assert [e.key for e in seen] == ["k", "done"]
 
 
@@ -190,7 +182,7 @@ def test_watch_sees_puts_and_deletes_under_prefix(store):
     store.put("endpoints/a/1", {"v": 1})
     store.delete("networks/a")
     r2 = store.revision()
-    assert wait_until(lambda: len(seen) >= 2)
+    assert wait_for(lambda: len(seen) >= 2)
     assert [(e.key, e.value, e.revision, e.prev) for e in seen] == [
         ("networks/a", {"v": 1}, r1, None),
         ("networks/a", None, r2, {"v": 1}),
@@ -204,7 +196,7 @@ def test_watch_sees_each_op_of_a_txn_and_nothing_of_a_failed_one(store):
     store.txn([Compare("a", 0)], [Op("c", {"v": 3})])
     store.cas("a", {}, 0)
     store.put("end", {})
-    assert wait_until(lambda: len(seen) == 3)
+    assert wait_for(lambda: len(seen) == 3)
     assert [e.key for e in seen] == ["a", "b", "end"]
     assert seen[0].revision == seen[1].revision
 
@@ -215,11 +207,11 @@ def test_watch_cancel_is_idempotent_and_leaves_other_watches(store):
     cancel = store.watch("k", seen.append)
     store.watch("k", other.append)
     store.put("k", {"v": 1})
-    assert wait_until(lambda: len(seen) == 1 and len(other) == 1)
+    assert wait_for(lambda: len(seen) == 1 and len(other) == 1)
     cancel()
     cancel()
     store.put("k", {"v": 2})
-    assert wait_until(lambda: len(other) == 2)
+    assert wait_for(lambda: len(other) == 2)
     time.sleep(0.1)
     assert len(seen) == 1
 
@@ -230,7 +222,7 @@ def test_watch_from_an_old_revision_replays_history(store):
     store.delete("k")
     seen: list[Event] = []
     store.watch("k", seen.append, start_revision=r1)
-    assert wait_until(lambda: len(seen) == 3)
+    assert wait_for(lambda: len(seen) == 3)
     assert [(e.value, e.revision) for e in seen] == [({"v": 1}, r1), ({"v": 2}, r1 + 1), (None, r1 + 2)]
 
 
@@ -244,7 +236,7 @@ def test_watch_callback_errors_do_not_stop_the_watch(store):
     store.watch("", bad)
     store.put("a", {})
     store.put("b", {})
-    assert wait_until(lambda: len(seen) == 2)
+    assert wait_for(lambda: len(seen) == 2)
 
 
 def test_watch_async_callback_is_awaited_in_order(store):
@@ -257,7 +249,7 @@ def test_watch_async_callback_is_awaited_in_order(store):
     store.watch("", slow)
     for key in "abc":
         store.put(key, {})
-    assert wait_until(lambda: len(seen) == 3)
+    assert wait_for(lambda: len(seen) == 3)
     assert seen == ["a", "b", "c"]
 
 
@@ -271,15 +263,15 @@ def test_watch_resync_after_compaction(etcd, store):
 
     seen: list[Event] = []
     store.watch("", seen.append, start_revision=r1)
-    assert wait_until(lambda: len(seen) == 1)
+    assert wait_for(lambda: len(seen) == 1)
     assert is_resync(seen[0]) and seen[0].key == RESYNC_KEY and seen[0].revision >= now
     snapshot: list = []
     store.watch("", lambda e: None, start_revision=r1, on_resync=lambda kvs, rev: snapshot.append((kvs, rev)))
-    assert wait_until(lambda: snapshot)
+    assert wait_for(lambda: snapshot)
     kvs, rev = snapshot[0]
     assert kvs == [KV("k", {"v": 3}, now)] and rev >= now
     r5 = store.put("k", {"v": 4})  # the watch goes on after the resync
-    assert wait_until(lambda: len(seen) == 2)
+    assert wait_for(lambda: len(seen) == 2)
     assert (seen[1].key, seen[1].value, seen[1].revision) == ("k", {"v": 4}, r5)
 
 
@@ -287,12 +279,12 @@ def test_watch_resumes_after_etcd_restart(etcd, store, make_store):
     seen: list[Event] = []
     store.watch("", seen.append)
     store.put("before", {})
-    assert wait_until(lambda: len(seen) == 1)
+    assert wait_for(lambda: len(seen) == 1)
     etcd.kill()
     etcd.start()
     writer = make_store(timeout=2)
     revs = [retry(lambda i=i: writer.put(f"after{i}", {"i": i})) for i in range(5)]
-    assert wait_until(lambda: len(seen) == 6, timeout=15)
+    assert wait_for(lambda: len(seen) == 6, timeout=15)
     assert [e.key for e in seen] == ["before"] + [f"after{i}" for i in range(5)]
     assert [e.revision for e in seen[1:]] == revs
 
@@ -326,7 +318,7 @@ def test_lease_kept_alive_then_expires_when_keepalive_stops(make_store):
     assert observer.get("node") is not None
     owner.close()  # keepalive stops; close does not revoke
     t0 = time.monotonic()
-    assert wait_until(lambda: observer.get("node") is None, timeout=6)
+    assert wait_for(lambda: observer.get("node") is None, timeout=6)
     print(f"\nleased key vanished {time.monotonic() - t0:.1f}s after its owner closed (ttl 2s)")
 
 
@@ -340,11 +332,11 @@ def test_lost_lease_is_regranted_and_keys_re_put(etcd, prefix, make_store):
     owner.put("unleased", {"u": 1}, lease=True)
     owner.put("unleased", {"u": 2})  # a put without the lease detaches the key
     raw(etcd, lambda c: c.revoke_lease(old))  # behind the store's back: its keys are deleted
-    assert wait_until(lambda: lost, timeout=5)  # the keepalive finds it gone
+    assert wait_for(lambda: lost, timeout=5)  # the keepalive finds it gone
     mid = owner.lease_id
     raw(etcd, lambda c: c.revoke_lease(mid))
     owner.put("late", {"l": 1}, lease=True)  # finds the lease gone (unless the keepalive did), retries
-    assert wait_until(lambda: len(lost) == 2, timeout=5)
+    assert wait_for(lambda: len(lost) == 2, timeout=5)
     new = owner.lease_id
     assert lost == [mid, new] and len({old, mid, new}) == 3
     assert owner.get("node").value == {"n": 1} and owner.get("peer").value == {"p": 2}
@@ -375,7 +367,7 @@ def test_paused_etcd_raises_unavailable_within_timeout_then_recovers(etcd, make_
         etcd.resume()
     assert retry(lambda: s.get("k")).value == {"v": 1}
     s.put("k2", {})
-    assert wait_until(lambda: seen and seen[-1].key == "k2")
+    assert wait_for(lambda: seen and seen[-1].key == "k2")
     assert {e.key for e in seen} <= {"k", "late", "late2", "k2"} and seen[0].key == "k"
 
 
@@ -410,7 +402,7 @@ def test_private_loop_mode(store):
 
     store.watch("", callback)
     store.put("k", {})
-    assert wait_until(lambda: errs)
+    assert wait_for(lambda: errs)
     assert threads[0].name == "netmgr-etcd" and threads[0] is not threading.current_thread()
     assert "deadlock" in str(errs[0]) and "aget" in str(errs[0])
     thread = store._thread
@@ -446,7 +438,7 @@ def test_daemon_loop_mode(etcd, prefix):
         assert "event loop thread" in str(exc)
         with pytest.raises(RuntimeError, match="must be awaited on the store's loop"):
             asyncio.run(s.aget("k"))
-        assert wait_until(lambda: len(seen) == 3)
+        assert wait_for(lambda: len(seen) == 3)
         assert {name for _, name in seen} == {"daemon-loop"}
         s.close()
         assert loop.is_running()  # the daemon's loop is not the store's to stop
@@ -496,7 +488,7 @@ def test_three_member_cluster_survives_one_member_down(tmp_path, make_store):
         s.put("a", {})
         cluster.members[0].kill()  # the member the channel picked first
         revs = [retry(lambda i=i: s.put(f"b{i}", {})) for i in range(3)]
-        assert wait_until(lambda: [e.key for e in seen] == ["a", "b0", "b1", "b2"], timeout=15)
+        assert wait_for(lambda: [e.key for e in seen] == ["a", "b0", "b1", "b2"], timeout=15)
         assert [e.revision for e in seen[1:]] == revs
 
 
@@ -510,7 +502,7 @@ def test_latency(store):
         t0 = time.perf_counter()
         store.put(f"lat/{i % 10}", {"i": i})
         put_ms.append((time.perf_counter() - t0) * 1000)
-        assert wait_until(lambda i=i: i in got)
+        assert wait_for(lambda i=i: i in got)
         event_ms.append((got[i] - t0) * 1000)
 
     def summary(xs):
