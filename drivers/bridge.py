@@ -421,6 +421,10 @@ class BridgeDriver(PassiveDriver):
                 self.env.nl.add_veth(outer, inner, None, None, mtu, master=root, up=False)
             for dev in (name, outer, inner):  # no link-local addresses, routes or ND on pure L2 devices
                 netns.sysctl_write(self.env.netns_path, f"net.ipv6.conf.{dev}.disable_ipv6", "1")
+            # and no ARP answers from the shard bridge: with arp_ignore 0 it would answer for the
+            # gateway address (any local address) with its own MAC, racing the network's bridge, and
+            # containers that took its answer would send their traffic out through the shard device
+            netns.sysctl_write(self.env.netns_path, f"net.ipv4.conf.{name}.arp_ignore", "8")
             with mapped(f"bring shard {name} up"):
                 self.env.nl.set_link(self.env.nl.link_index(inner), master=index, up=True)
                 self.env.nl.set_link(self.env.nl.link_index(outer), up=True)

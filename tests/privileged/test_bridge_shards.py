@@ -75,6 +75,12 @@ def test_endpoints_spread_over_shards_and_every_path_works(engine, host_ns, outs
     assert ping(ctrs[2], ips[4])  # shard to shard
     assert ping(ctrs[4], ips[0])  # shard to the network's bridge
     assert ping(ctrs[4], "10.63.0.1")  # the gateway
+    # only the network's bridge answers ARP for the gateway (a shard bridge would too, with its own MAC)
+    (root_link,) = ip_json(host_ns.path, "link", "show", "dev", root)
+    for ctr in ctrs:
+        assert ping(ctr, "10.63.0.1")
+        (gw,) = ip_json(ctr.sandbox_key, "neigh", "show", "10.63.0.1")
+        assert gw["lladdr"] == root_link["address"], ctr.name
     # out to another host (masqueraded) and in through a published port, from a shard
     srv = run(engine, "nmt-shdsrv", "nmt-shd", server_argv(engine.cfg.state_dir, "tcp", 80, "nmt-shdsrv"),
               ports=(PortMapping(80, "tcp", "", 8095),))
