@@ -65,18 +65,38 @@ def engine(host_ns):
     try:
         yield eng
     finally:
-        for ctr in list(eng.containers.items.values()):
-            try:
-                eng.containers.remove(ctr.id, force=True)
-            except Exception:
-                pass
-        eng.close()
-        kill_shims_under(cfg.state_dir)
-        remove_cgroups_of(cfg.state_dir)
-        for name in os.listdir(os.path.join(cfg.run_dir, "netns")):
-            netns.remove(os.path.join(cfg.run_dir, "netns", name))
-        subprocess.run(["umount", "-l", os.path.join(cfg.run_dir, "netns")], capture_output=True)
+        close_engine(eng)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def close_engine(eng) -> None:
+    """Remove every container, close the engine, then whatever a failure could leave: shims, cgroups, sandboxes."""
+    cfg = eng.cfg
+    for ctr in list(eng.containers.items.values()):
+        try:
+            eng.containers.remove(ctr.id, force=True)
+        except Exception:
+            pass
+    eng.close()
+    kill_shims_under(cfg.state_dir)
+    remove_cgroups_of(cfg.state_dir)
+    ns_dir = os.path.join(cfg.run_dir, "netns")
+    for name in os.listdir(ns_dir) if os.path.isdir(ns_dir) else []:
+        netns.remove(os.path.join(ns_dir, name))
+    subprocess.run(["umount", "-l", ns_dir], capture_output=True)
+
+
+def reopen_engine(engine, between=None):
+    """Close ``engine`` and open it again on the same state, as a daemon restart would.
+
+    ``between`` runs while it is closed. The fixture's object takes the new
+    engine's state, so its teardown cleans up the reopened one.
+    """
+    engine.close()
+    if between is not None:
+        between()
+    engine.__dict__.update(open_engine(engine.cfg).__dict__)
+    return engine
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,8 @@ from netmgr import errors
 from netmgr.containers import RunRequest
 from netmgr.controller import AttachRequest, Controller, NetworkRequest
 from netmgr.drivers.bridge import OPT_ICC, OPT_PORTS, bridge_name, shard_name, trunk_names
-from netmgr.engine import open_engine
 from netmgr.model import PoolConfig, PortMapping
-from tests.privileged.conftest import HOST_IP, OUTSIDE_IP, ip_json
+from tests.privileged.conftest import HOST_IP, OUTSIDE_IP, ip_json, reopen_engine
 from tests.privileged.helpers import request, server_argv
 from tests.privileged.test_rollback import Injected, _after, snapshot
 
@@ -153,23 +152,16 @@ def test_restart_remakes_a_missing_shard_and_keeps_the_others(engine, host_ns):
     net = sharded(engine, "nmt-shds", "10.68.0.0/24")
     ctrs = [run(engine, f"nmt-shds{i}", "nmt-shds") for i in range(5)]
     ips = [engine.ctl.container_endpoints(c.id)[0].ipv4.split("/")[0] for c in ctrs]
-    cfg = engine.cfg
-    engine.close()
-    subprocess.run(["nsenter", f"--net={host_ns.path}", "ip", "link", "del", shard_name(net.id, 2)], check=True)
-    again = open_engine(cfg)
-    try:
-        ms = masters(host_ns)
-        # the shard is back, with its trunk, and the endpoint's veth on it; nothing was taken for an orphan
-        assert ms[trunk_names(net.id, 1)[0]] == bridge_name(net) and ms[trunk_names(net.id, 2)[1]] == shard_name(net.id, 2)
-        assert ms[host_ifname(again, ctrs[4])] == shard_name(net.id, 2)
-        assert ping(ctrs[4], ips[0]) and ping(ctrs[2], ips[4])
-        # occupancy was recounted: the next endpoint fills shard 2
-        ctr = run(again, "nmt-shds5", "nmt-shds")
-        assert masters(host_ns)[host_ifname(again, ctr)] == shard_name(net.id, 2)
-    finally:
-        for ctr in list(again.containers.items.values()):
-            again.containers.remove(ctr.id, force=True)
-        again.close()
+    again = reopen_engine(engine, between=lambda: subprocess.run(
+        ["nsenter", f"--net={host_ns.path}", "ip", "link", "del", shard_name(net.id, 2)], check=True))
+    ms = masters(host_ns)
+    # the shard is back, with its trunk, and the endpoint's veth on it; nothing was taken for an orphan
+    assert ms[trunk_names(net.id, 1)[0]] == bridge_name(net) and ms[trunk_names(net.id, 2)[1]] == shard_name(net.id, 2)
+    assert ms[host_ifname(again, ctrs[4])] == shard_name(net.id, 2)
+    assert ping(ctrs[4], ips[0]) and ping(ctrs[2], ips[4])
+    # occupancy was recounted: the next endpoint fills shard 2
+    ctr = run(again, "nmt-shds5", "nmt-shds")
+    assert masters(host_ns)[host_ifname(again, ctr)] == shard_name(net.id, 2)
 
 
 def test_bad_option_is_refused_and_changes_nothing(engine, host_ns):

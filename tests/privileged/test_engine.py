@@ -15,7 +15,7 @@ from netmgr import errors
 from netmgr.containers import RunRequest
 from netmgr.controller import AttachRequest, NetworkRequest
 from netmgr.model import PoolConfig
-from tests.privileged.conftest import ip_json, nft_json
+from tests.privileged.conftest import ip_json, nft_json, reopen_engine
 
 
 def _set(host, name):
@@ -113,21 +113,14 @@ def test_host_and_none_networks(engine, host_ns):
 
 
 def test_restart_reloads_state(engine, host_ns):
-    from netmgr.engine import open_engine
-
     engine.ctl.create_network(NetworkRequest("nmt-r", pools=(PoolConfig("10.55.0.0/24"),)))
     _run(engine, "nmt-r1", "nmt-r")
-    engine.close()
-    again = open_engine(engine.cfg)
-    try:
-        assert again.ctl.network("nmt-r").pools[0].subnet == "10.55.0.0/24"
-        assert again.containers.get("nmt-r1").state.status == "running"
-        assert again.ipam.in_use(again.ctl.network("nmt-r").id) == 2
-        ep = again.containers.connect("bridge", "nmt-r1", AttachRequest())
-        assert ep.ifname == "eth1"
-    finally:
-        # hand the reopened engine back to the fixture's teardown
-        engine.__dict__.update(again.__dict__)
+    again = reopen_engine(engine)
+    assert again.ctl.network("nmt-r").pools[0].subnet == "10.55.0.0/24"
+    assert again.containers.get("nmt-r1").state.status == "running"
+    assert again.ipam.in_use(again.ctl.network("nmt-r").id) == 2
+    ep = again.containers.connect("bridge", "nmt-r1", AttachRequest())
+    assert ep.ifname == "eth1"
 
 
 def test_container_mounts_hold_no_sandbox(engine):
@@ -136,15 +129,6 @@ def test_container_mounts_hold_no_sandbox(engine):
     _run(engine, "nmt-hb", "bridge")
     with open(f"/proc/{a.state.pid}/mountinfo") as f:
         assert engine.ctl.ns_dir not in f.read()
-
-
-def _restart(engine):
-    from netmgr.engine import open_engine
-
-    engine.close()
-    again = open_engine(engine.cfg)
-    engine.__dict__.update(again.__dict__)  # the fixture's teardown uses the new one
-    return engine
 
 
 def test_restart_repairs_the_kernel(engine, host_ns):
@@ -161,7 +145,7 @@ def test_restart_repairs_the_kernel(engine, host_ns):
     sh("ip", "link", "add", "vethdead001", "type", "veth", "peer", "name", "nmt-peer")
     sh("ip", "link", "set", "vethdead001", "master", "netmgr0")
     engine.ctl.remove_sandbox(b.sandbox_key)  # as after a reboot: the namespace is gone
-    _restart(engine)
+    reopen_engine(engine)
     links = {l["ifname"]: l for l in ip_json(host_ns.path, "link")}
     assert br in links and "vethdead001" not in links
     assert sum(1 for l in links.values() if l.get("master") == br) == 2

@@ -17,16 +17,14 @@ import tempfile
 import time
 
 import pytest
-from netmgr.runtime import netns
 
 from netmgr import errors
 from netmgr.containers import RunRequest
 from netmgr.controller import AttachRequest, NetworkRequest
 from netmgr.engine import Config, open_engine
-from netmgr.labhost import kill_shims_under, remove_cgroups_of
 from netmgr.model import PoolConfig
 from tests.conftest import unique
-from tests.privileged.conftest import ip_json
+from tests.privileged.conftest import close_engine, ip_json
 from tests.privileged.plugin_procs import (
     MACVLAN,
     MISBEHAVE,
@@ -66,21 +64,9 @@ class Env:
         self.engine = open_engine(self.cfg)
 
     def close(self) -> None:
-        eng = self.engine
-        for ctr in list(eng.containers.items.values()):
-            try:
-                eng.containers.remove(ctr.id, force=True)
-            except Exception:
-                pass
-        eng.close()
+        close_engine(self.engine)
         for proc in self.procs:
             proc.stop()
-        kill_shims_under(self.cfg.state_dir)
-        remove_cgroups_of(self.cfg.state_dir)
-        ns_dir = os.path.join(self.cfg.run_dir, "netns")
-        for name in os.listdir(ns_dir) if os.path.isdir(ns_dir) else []:
-            netns.remove(os.path.join(ns_dir, name))
-        subprocess.run(["umount", "-l", ns_dir], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
