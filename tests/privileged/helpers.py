@@ -74,3 +74,60 @@ def wait_for(fn, timeout: float = 10.0, interval: float = 0.02):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+# A capture on one interface of a namespace, by a raw AF_PACKET socket (not scapy's sniff(timeout=…), whose
+# socket opens some time after the process starts: a sleep before the traffic then decides what is seen).
+# "ready" is printed once the socket is bound, so everything the tap sees after it is queued on the socket;
+# on "stop" the queue is drained, then read on until nothing has come for QUIET seconds (frames still in a
+# softirq backlog), and every frame is printed as hex.
+CAPTURE = textwrap.dedent('''
+    import select, socket, sys
+    iface, quiet = sys.argv[1], float(sys.argv[2])
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.bind((iface, 0))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    frames = []
+    while select.select([s], [], [], quiet)[0]:
+        frames.append(s.recv(65535).hex())
+    print("\\n".join(frames + ["end"]), flush=True)
+''')
+
+
+class Capture:
+    """Frames seen on ``iface`` in ``netns_path`` between entering and ``stop()`` (scapy ``Ether`` objects)."""
+
+    def __init__(self, netns_path: str, iface: str, quiet: float = 0.3):
+        self._proc = subprocess.Popen(
+            ["nsenter", f"--net={netns_path}", sys.executable, "-I", "-S", "-c", CAPTURE, iface, str(quiet)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.frames: list = []
+
+    def __enter__(self) -> "Capture":
+        line = self._proc.stdout.readline().strip()
+        if line != "ready":
+            self._proc.kill()
+            raise RuntimeError(f"capture did not start: {line!r}")
+        return self
+
+    def stop(self) -> list:
+        """End the capture; every frame seen, in order."""
+        from scapy.layers.l2 import Ether
+
+        self._proc.stdin.write("stop\n")
+        self._proc.stdin.flush()
+        hexes = []
+        for line in self._proc.stdout:
+            if line == "end\n":
+                break
+            hexes.append(line.strip())
+        self.frames = [Ether(bytes.fromhex(h)) for h in hexes if h]
+        self._proc.wait(timeout=10)
+        return self.frames
+
+    def __exit__(self, *exc) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()

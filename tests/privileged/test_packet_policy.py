@@ -10,25 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
+from scapy.layers.inet import UDP
+from scapy.packet import Raw
 
 from netmgr.containers import RunRequest
 from netmgr.controller import NetworkRequest
 from netmgr.model import PoolConfig
 from tests.privileged.conftest import OUTSIDE_IP, ip_json
-
-SNIFF = """
-import sys
-from scapy.all import UDP, Raw, conf, sniff
-conf.verb = 0
-mark = sys.argv[1].encode()
-print("ready", flush=True)
-got = sniff(iface="eth0", timeout=float(sys.argv[2]),
-            lfilter=lambda p: p.haslayer(UDP) and p.haslayer(Raw) and mark in bytes(p[Raw].load))
-print(len(got), flush=True)
-"""
+from tests.privileged.helpers import Capture
 
 SEND = """
 import sys
@@ -42,18 +33,12 @@ sendp(pkt, iface="eth0", count=3, inter=0.05)
 
 def arrives(sender_ns: str, receiver_ns: str, src: str, dst: str, dst_mac: str) -> int:
     """How many of 3 crafted packets from ``sender_ns`` reach ``receiver_ns``'s eth0."""
-    mark = "nmt-" + os.urandom(4).hex()
-    sniffer = subprocess.Popen(["nsenter", f"--net={receiver_ns}", sys.executable, "-c", SNIFF, mark, "2.5"],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert sniffer.stdout.readline().strip() == "ready"
-        time.sleep(0.3)
+    mark = ("nmt-" + os.urandom(4).hex()).encode()
+    with Capture(receiver_ns, "eth0") as cap:
         subprocess.run(["nsenter", f"--net={sender_ns}", sys.executable, "-c", SEND, src, dst, dst_mac, mark],
                        check=True, timeout=30)
-        return int(sniffer.stdout.readline().strip())
-    finally:
-        sniffer.kill()
-        sniffer.wait()
+        frames = cap.stop()
+    return sum(1 for f in frames if f.haslayer(UDP) and f.haslayer(Raw) and mark in bytes(f[Raw].load))
 
 
 def mac_of(netns_path: str, ifname: str) -> str:

@@ -14,9 +14,13 @@ import sys
 import tempfile
 
 import pytest
+from scapy.layers.inet import ICMP
+from scapy.layers.l2 import ARP
+from scapy.layers.vxlan import VXLAN
 
 from netmgr.runtime import netns, sandbox
 from tests.privileged.conftest import ip_json
+from tests.privileged.helpers import Capture
 
 VNI = 4242
 UNDERLAY = {"a": "10.250.0.1", "b": "10.250.0.2"}
@@ -79,25 +83,23 @@ def test_static_peers_connect_and_nothing_floods(two_hosts):
 
 
 def test_arp_is_answered_locally(two_hosts):
-    """The VXLAN device's ARP proxy answers: no ARP request reaches the other host."""
+    """The VXLAN devices' ARP proxies answer: no ARP crosses the underlay.
+
+    The capture is on the underlay, where crossing happens. (On host b's vx0 itself cb's own ARP request
+    for ca, and b's proxy answering it, are seen: both stay on host b.) The capture must also see the
+    encapsulated ping both ways, so a capture that started late cannot pass the test.
+    """
     h = two_hosts
     program(h, "a", "b")
     program(h, "b", "a")
-    sniff = subprocess.Popen(
-        ["nsenter", f"--net={h['b'].path}", sys.executable, "-c",
-         "from scapy.all import sniff, ARP, conf; conf.verb=0;"
-         "print(len(sniff(iface='vx0', timeout=2, lfilter=lambda p: p.haslayer(ARP))), flush=True)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        import time
-
-        time.sleep(0.5)
-        subprocess.run(["nsenter", f"--net={h['ca'].path}", "ip", "neigh", "flush", "all"], check=True)
+    with Capture(h["b"].path, "under0") as cap:
+        for ctr in ("ca", "cb"):
+            subprocess.run(["nsenter", f"--net={h[ctr].path}", "ip", "neigh", "flush", "all"], check=True)
         assert ping(h["ca"], OVERLAY["b"][0]) == 0
-        assert sniff.stdout.readline().strip() == "0"
-    finally:
-        sniff.kill()
-        sniff.wait()
+        frames = cap.stop()
+    inner = [f[VXLAN].payload for f in frames if f.haslayer(VXLAN)]
+    assert [p for p in inner if p.haslayer(ARP)] == []
+    assert {p[ICMP].type for p in inner if p.haslayer(ICMP)} == {0, 8}  # echo request and reply crossed
 
 
 def test_entries_removed(two_hosts):
