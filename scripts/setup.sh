@@ -53,6 +53,9 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev]'
+# Every Python package, for the tests and the quickstart alike, at the version and hash of requirements/lock.txt
+# (scripts/lock.sh writes it from pyproject.toml's ranges; scripts/check-latest.sh tries the newest releases).
+# The build tools are locked too: the editable install uses them instead of an isolated, unpinned build env.
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/lock.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 echo "setup.sh: ready ($(.venv/bin/python --version), netmgr $(.venv/bin/netmgr --version))"

@@ -4,9 +4,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-.venv/bin/python scripts/gen_proto.py --check || exit 1
+VENV=${VENV:-.venv}
+"$VENV"/bin/python scripts/gen_proto.py --check || exit 1
 
-.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+"$VENV"/bin/python -m pytest -q -p no:cacheprovider tests "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: no tests were collected" >&2
