@@ -11,6 +11,7 @@ import time
 
 from netmgr import errors
 from netmgr.cli import rows
+from netmgr.cli.argv import command
 from netmgr.cli.output import print_inspect, print_list
 from netmgr.proto.gen import netmgr_v1_netmgr_pb2 as pb
 
@@ -160,6 +161,7 @@ def _run_request(args) -> pb.RunRequest:
 
 def run(args, client) -> int:
     """Create and start; attached runs stream the output and return the command's exit code."""
+    args.argv = command(args.argv)
     if not args.argv:
         raise errors.InvalidConfig('"netmgr run" requires at least 1 argument.')
     try:
@@ -182,6 +184,8 @@ def run(args, client) -> int:
 
 
 def exec_(args, client) -> int:
+    """Run a command in a running container's namespaces (``--`` may end the options)."""
+    args.argv = command(args.argv)
     if not args.argv:
         raise errors.InvalidConfig('"netmgr exec" requires at least 2 arguments.')
     argv = client().call("ContainerExec", pb.ExecRequest(container=args.container, argv=args.argv, env=args.env)).argv

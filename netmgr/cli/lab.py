@@ -13,6 +13,7 @@ import signal
 import sys
 
 from netmgr import errors
+from netmgr.cli.argv import command
 
 HELP_TARGET = "a lab's name, or the topology file that names it"
 
@@ -153,7 +154,7 @@ def exec_(args, _client) -> int:
         env["NETMGR_HOST"] = f"unix://{host['socket']}"
     if not netns_path or not os.path.exists(netns_path):
         raise errors.NotFound(f"lab {rec.name}: the namespace of {args.host} does not exist")
-    argv = args.argv or [os.environ.get("SHELL") or "/bin/sh"]
+    argv = command(args.argv) or [os.environ.get("SHELL") or "/bin/sh"]
     sys.stdout.flush()
     os.execvpe("nsenter", ["nsenter", f"--net={netns_path}", *argv], env)
     return 127  # not reached

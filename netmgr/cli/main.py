@@ -16,6 +16,7 @@ import traceback
 
 from netmgr import __version__, errors
 from netmgr.cli import container as container_cmds
+from netmgr.cli.argv import global_flags
 from netmgr.cli import lab as lab_cmds
 from netmgr.cli import network as network_cmds
 from netmgr.cli import plugin as plugin_cmds
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``netmgr``; the CLI's error boundary."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    debug = "--debug" in argv
-    as_json = "--json" in argv
+    leading = global_flags(argv)
+    debug = "--debug" in leading
+    as_json = "--json" in leading
     clients = []
 
     def client_factory():

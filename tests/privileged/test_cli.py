@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
@@ -208,6 +210,20 @@ def test_run_attached_exit_code_rm_and_logs(world):
     assert h.cli("rm", "nmt-log").out == "nmt-log\n"
 
 
+def test_double_dash_ends_the_options(world):
+    """``--`` ends the options of run and exec, as in Docker: it is not the command."""
+    h = world
+    r = h.cli("run", "--rm", "--network", "nmt-n1", "--", "sh", "-c", "echo dd --json --debug")
+    assert (r.rc, r.out, r.err) == (0, "dd --json --debug\n", "")
+    assert h.cli("run", "-d", "--name", "nmt-dd", "--network", "nmt-n1", "--", "sleep", "1000").rc == 0
+    try:
+        assert h.cli("inspect", "-f", "{{.Path}} {{json .Args}}", "nmt-dd").out == 'sleep ["1000"]\n'
+        assert h.cli("exec", "nmt-dd", "--", "ls", "-d", "/").out == "/\n"
+        assert h.cli("exec", "nmt-dd", "--", "--").rc != 0  # a program called -- is still possible
+    finally:
+        assert h.cli("rm", "-f", "nmt-dd").rc == 0
+
+
 def test_prune_removes_only_unused(world):
     h = world
     assert h.cli("network", "create", "nmt-unused").rc == 0
@@ -237,16 +253,28 @@ def test_events_stream(world):
     h = world
     proc = subprocess.Popen([os.sys.executable, "-m", "netmgr.cli.main", "-H", f"unix://{h.socket}", "events"],
                             stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
-        time.sleep(1.0)
+        # the stream is live once a probe network's events arrive (no sleep guessing when it subscribed)
+        for _ in range(100):
+            assert h.cli("network", "create", "nmt-probe").rc == 0
+            assert h.cli("network", "rm", "nmt-probe").rc == 0
+            try:
+                lines.get(timeout=0.1)
+                break
+            except queue.Empty:
+                pass
         assert h.cli("network", "create", "nmt-ev").rc == 0
         assert h.cli("network", "rm", "nmt-ev").rc == 0
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        got = [lines.get(timeout=10) for _ in range(2)]
+        while "name=nmt-probe" in got[0]:  # the rest of the probes' events
+            got = [got[1], lines.get(timeout=10)]
     finally:
         proc.kill()
         proc.wait()
-    assert " network create " in lines[0] and "name=nmt-ev" in lines[0] and "type=bridge" in lines[0]
-    assert " network destroy " in lines[1]
+    assert " network create " in got[0] and "name=nmt-ev" in got[0] and "type=bridge" in got[0]
+    assert " network destroy " in got[1] and "name=nmt-ev" in got[1]
 
 
 def test_flushed_ruleset_is_reapplied_without_restart(world):

@@ -190,3 +190,39 @@ def test_parse_volume_bad_mode():
     with pytest.raises(errors.InvalidConfig) as exc:
         parse_volume("/data:/mnt:xx")
     assert str(exc.value) == "invalid mode: xx"
+
+
+# -- "--" and the global flags -------------------------------------------------------------
+
+from netmgr.cli.argv import command, global_flags  # noqa: E402
+from netmgr.cli.main import build_parser  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "argv, want",
+    [
+        (["run", "-d", "--name", "x", "--", "sleep", "1000"], ["sleep", "1000"]),
+        (["run", "-d", "sleep", "1000"], ["sleep", "1000"]),
+        (["run", "--", "--", "x"], ["--", "x"]),
+        (["run", "--", "sh", "-c", "echo -- --rm"], ["sh", "-c", "echo -- --rm"]),
+        (["exec", "c1", "--", "ls", "-l"], ["ls", "-l"]),
+        (["exec", "-i", "c1", "ls", "--", "-l"], ["ls", "--", "-l"]),
+        (["lab", "exec", "l", "h1", "--", "ip", "-br", "a"], ["ip", "-br", "a"]),
+    ],
+)
+def test_double_dash_ends_the_options(argv, want):
+    assert command(build_parser().parse_args(argv).argv) == want
+
+
+@pytest.mark.parametrize(
+    "argv, want",
+    [
+        (["--debug", "run", "sh", "-c", "x --json"], {"--debug"}),
+        (["run", "--debug", "x"], set()),
+        (["-H", "unix:///x", "--json", "network", "ls"], {"-H", "--json"}),
+        (["--host=unix:///x", "--debug", "ps"], {"--host", "--debug"}),
+        (["--", "--debug"], set()),
+    ],
+)
+def test_global_flags_come_before_the_subcommand(argv, want):
+    assert global_flags(argv) == want
