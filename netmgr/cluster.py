@@ -2,7 +2,8 @@
 
 Key layout under the store's prefix (``/netmgr/`` by default)::
 
-    nodes/<node id>            {name, addr}                  on this node's lease
+    nodes/<node id>            {name, addr}                  on this node's lease (netmgr.nodeid)
+    node-names/<name>          {node}                        a node name is held once, on the lease
     networks/<network id>      the Network record (global scope only)
     names/<network name>       {network}                     a name is taken once
     subnets/<cidr>             {network}                     an exact subnet is taken once
@@ -30,14 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import netaddr
 
 from netmgr import errors
 from netmgr.model import Endpoint, Network, to_dict
+from netmgr.nodeid import IdentityClash, Node, claim
 from netmgr.store.base import KV, Compare, Event, Op
 
 log = logging.getLogger("netmgr.cluster")
@@ -48,15 +48,6 @@ VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1  # Docker's overlay starts at 4096 too
 DEFAULT_TTL = 10
 _RETRIES = 32
 _BACKOFF_MIN, _BACKOFF_MAX = 0.2, 2.0
-
-
-@dataclass(frozen=True)
-class Node:
-    """This host as the cluster knows it."""
-
-    id: str
-    name: str
-    addr: str  # the advertise address: the VTEP of its overlay networks
 
 
 class PeerSink(Protocol):
@@ -126,6 +117,9 @@ class Cluster:
         self._task: asyncio.Future | None = None
         self._closed = False
         self.connected = False
+        #: why this node may not join (another live node has its ID, name or address); final
+        self.failure: IdentityClash | None = None
+        self._failure_callbacks: list[Callable[[IdentityClash], None]] = []
         store.on_lease_lost = self._lease_replaced
 
     # -- connection --------------------------------------------------------------
@@ -151,6 +145,10 @@ class Cluster:
             try:
                 await self._connect()
                 return
+            except IdentityClash as exc:
+                log.error("cluster store %s: %s", self.url, exc)
+                self._fail(exc)
+                return
             except errors.NetmgrError as exc:
                 (log.debug if warned else log.warning)("cluster store: %s; retrying", exc)
                 warned = True
@@ -164,7 +162,7 @@ class Cluster:
         store = self.store
         if store.lease_id is None:
             await store.agrant_lease(self.ttl)
-        await store.aput(f"nodes/{self.node.id}", {"name": self.node.name, "addr": self.node.addr}, lease=True)
+        self.node = await claim(store, self.node, wait=self.ttl + 1)
         nets, net_rev = await store.alist_at("networks/")
         self._post("cluster_networks", [kv.value for kv in nets])
         self._cancels.append(await store.awatch("networks/", self._on_network, net_rev + 1,
@@ -227,8 +225,25 @@ class Cluster:
                 log.warning("cluster store: revoking the lease: %s", exc)
         self.store.close()
 
+    def on_failure(self, callback: Callable[[IdentityClash], None]) -> None:
+        """Call ``callback(exc)`` (on the store's loop, or now) when this node is refused by the cluster."""
+        if self.failure is not None:
+            callback(self.failure)
+        else:
+            self._failure_callbacks.append(callback)
+
+    def _fail(self, exc: IdentityClash) -> None:
+        self.failure = exc
+        for cancel in self._cancels:
+            cancel()
+        self._cancels.clear()
+        for callback in self._failure_callbacks:
+            callback(exc)
+
     def require(self) -> None:
         """Fail at once with a clear error while the cluster has never been reached."""
+        if self.failure is not None:
+            raise errors.Unavailable(f"cluster store {self.url}: this node may not join: {self.failure}")
         if not self.connected:
             raise errors.Unavailable(f"cluster store {self.url} is unreachable: not connected yet")
 
@@ -382,8 +397,3 @@ def default_global_subnet(in_use: list[str], pools=GLOBAL_DEFAULT_POOLS, version
                 return str(candidate)
     raise errors.Unavailable("could not find an available, non-overlapping address pool among the defaults "
                              "to assign to the network")
-
-
-def make_node(node_id: str, name: str, addr: str) -> Node:
-    """This host's node record (name defaults to the host name)."""
-    return Node(node_id, name or socket.gethostname(), addr)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from netmgr import errors
-from netmgr.cluster import DEFAULT_TTL, Cluster, make_node
+from netmgr.cluster import DEFAULT_TTL, Cluster
+from netmgr.nodeid import make_node
 from netmgr.containers import Containers
 from netmgr.controller import Controller
 from netmgr.drivers import DriverTable, make_drivers

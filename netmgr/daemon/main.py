@@ -140,6 +140,12 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    refused: list[errors.NetmgrError] = []
+    if engine.cluster is not None:
+        def refuse(exc: errors.NetmgrError) -> None:  # another live node has this one's ID, name or address
+            refused.append(exc)
+            loop.call_soon_threadsafe(stop.set)
+        engine.cluster.on_failure(refuse)
     log.info("netmgrd listening on %s", socket_path)
     collect_and_freeze()
     refreeze = loop.create_task(refreeze_periodically(loop, service.worker))
@@ -155,6 +161,8 @@ async def serve(engine: Engine, socket_path: str, ready: asyncio.Event | None = 
     await dns.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
+    if refused:
+        raise refused[0]
 
 
 GC_REFREEZE_S = 60.0
@@ -209,6 +217,9 @@ def run_daemon(args: argparse.Namespace) -> int:
         return exc.exit_code
     try:
         asyncio.run(serve(engine, args.socket or os.path.join(cfg.run_dir, "netmgr.sock")))
+    except errors.NetmgrError as exc:  # refused by the cluster (netmgr.nodeid)
+        print(f"netmgrd: {exc}", file=sys.stderr)
+        return exc.exit_code
     finally:
         engine.close()
         os.close(lock_fd)
