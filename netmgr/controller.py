@@ -445,12 +445,23 @@ class Controller:
         raise errors.Unavailable(f"could not allocate an address on {net.name}: too many concurrent allocations")
 
     def _step_ports(self, undo: UndoStack, net: Network, ctr: Container, ep: Endpoint) -> Endpoint:
-        # ports are published on the endpoint of the network the container was started on
-        if not ep.ifname or not ctr.config.ports or ctr.config.network_mode not in (net.name, net.id):
+        if not ep.ifname or not ctr.config.ports or not self._publishes_on(net, ctr):
             return ep
         ports = self.ports.allocate(ep.id, ctr.config.ports)
         undo.push("release ports", self.ports.release, ports)
         return dataclasses.replace(ep, ports=ports)
+
+    def _publishes_on(self, net: Network, ctr: Container) -> bool:
+        """Ports are published on the endpoint of the network the container was started on; when that is
+        an overlay (a network that reaches out through the gateway bridge), on its gateway bridge endpoint,
+        as Docker publishes through docker_gwbridge."""
+        started_on = ctr.config.network_mode
+        if started_on in (net.name, net.id):
+            return not self._needs_gateway(net)
+        if net.name != GATEWAY_NETWORK:
+            return False
+        first = next((n for n in self.networks.values() if started_on in (n.name, n.id)), None)
+        return first is not None and self._needs_gateway(first)
 
     def _step_create_endpoint(self, undo: UndoStack, driver: NetworkDriver, net: Network, ep: Endpoint) -> Endpoint:
         data = driver.create_endpoint(driver_view(net), endpoint_view(ep))

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from netmgr.testing.multihost import MultiHost
-from tests.privileged.helpers import wait_for
+from tests.privileged.helpers import request, server_argv, wait_for
 
 pytestmark = pytest.mark.privileged
 
@@ -169,6 +169,29 @@ def test_egress_through_the_gateway_bridge_and_internal_has_none(cluster):
     finally:
         h1.cli("rm", "-f", out, inn, br)
     ok(h1.cli("network", "rm", net, internal))
+
+
+def test_published_port_of_an_overlay_container_goes_through_the_gateway_bridge(cluster):
+    """``run -p`` on an overlay network publishes on the host, as Docker does through docker_gwbridge.
+
+    Found by the chaos test: the ports were reserved and shown by ``inspect``, but never programmed.
+    """
+    h2 = cluster.hosts[1]
+    net = overlay(h2, "--subnet", "10.69.0.0/24")
+    srv = uniq("srv")
+    ok(h2.cli("run", "-d", "--name", srv, "--network", net, "-p", "8097:80",
+              *server_argv(h2.dir, "tcp", 80, srv)))
+    try:
+        doc = json.loads(ok(h2.cli("inspect", srv)))[0]["NetworkSettings"]
+        assert doc["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8097"}]}
+        # from the outside world (the underlay namespace) to the host's address
+        assert wait_for(lambda: request(cluster.ul_path, "tcp", cluster.addr(1), 8097, 0.5), 10)
+        reply = request(cluster.ul_path, "tcp", cluster.addr(1), 8097)
+        assert reply == f"{srv} {cluster.gateway}"
+    finally:
+        h2.cli("rm", "-f", srv)
+    assert request(cluster.ul_path, "tcp", cluster.addr(1), 8097, 0.3) is None  # unpublished with it
+    ok(h2.cli("network", "rm", net))
 
 
 def test_concurrent_connects_on_three_hosts_never_share_an_address(cluster):
