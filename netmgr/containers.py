@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netmgr import errors, etcfiles, names
+from netmgr import errors, etcfiles, names, statefiles
 from netmgr.controller import AttachRequest, Controller
 from netmgr.model import Container, ContainerConfig, ContainerState, Endpoint, PortMapping, from_dict, new_id, now_rfc3339, to_dict
 from netmgr.runtime import container as rt
@@ -188,7 +188,8 @@ class Containers:
 
     def _step_state_dir(self, undo: UndoStack, ctr: Container) -> str:
         path = self.state_dir(ctr)
-        os.makedirs(path, mode=0o700)
+        with statefiles.guard(path, "create the container's state dir"):
+            os.makedirs(path, mode=0o700)
         undo.push("remove state dir", shutil.rmtree, path, True)
         return path
 
@@ -277,6 +278,8 @@ class Containers:
                 raise errors.Conflict(
                     f"You cannot remove a running container {ctr.id}. "
                     "Stop the container before attempting removal or force remove")
+        self.ctl.store.check_writable()
+        if ctr.state.status == "running":
             rt.stop(self.state_dir(ctr), ctr.state.pid, timeout=0)
         failures = []
         for ep in self.ctl.container_endpoints(ctr.id):
@@ -332,6 +335,7 @@ class Containers:
             raise errors.EndpointNotFound(f"container {ctr.id} is not connected to network {net.name}")
         if net.driver == "host" and not force:
             raise errors.Conflict("container cannot be disconnected from host network or connected to host network")
+        self.ctl.store.check_writable()
         if net.scope == "global" and not force:
             self.ctl.unpublish(ep)  # fails fast while the cluster is unreachable, before anything changed
         gateway = self.ctl.unneeded_gateway(ctr.id, ep)

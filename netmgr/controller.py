@@ -281,6 +281,7 @@ class Controller:
         in_use = errors.InUse(f"error while removing network: network {net.name} id {net.id} has active endpoints")
         if self.network_endpoints(net.id):
             raise in_use
+        self.store.check_writable()
         if net.scope == "global":
             self._require_cluster(net.driver)
             if self.cluster.has_endpoints(net.id):

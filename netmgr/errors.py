@@ -15,6 +15,7 @@ Every failure that crosses a module boundary is one of these classes::
     │   └── InUse
     ├── PermissionDenied             exit 1, grpc PERMISSION_DENIED
     ├── Unavailable                  exit 1, grpc UNAVAILABLE  (daemon, etcd, plugin)
+    │   └── StorageError(errno)      (state dir full, read-only, I/O error)
     ├── KernelError(errno)           exit 1, grpc INTERNAL      (netlink, nft, mount)
     └── InternalError                exit 1, grpc INTERNAL
 
@@ -41,6 +42,7 @@ __all__ = [
     "InUse",
     "PermissionDenied",
     "Unavailable",
+    "StorageError",
     "KernelError",
     "InternalError",
     "CommandNotFound",
@@ -146,6 +148,20 @@ class Unavailable(NetmgrError):
     grpc_code = _GRPC_UNAVAILABLE
 
 
+class StorageError(Unavailable):
+    """The state dir cannot be written: disk full (ENOSPC), quota (EDQUOT), read-only (EROFS), I/O error.
+
+    Raised by the store and by the writers of container state files
+    (:mod:`netmgr.statefiles`) with the errno's words first, e.g. ``no space
+    left on device: write the store /var/lib/netmgr/netmgr.db``. The operation
+    changed nothing; it succeeds again once space returns, with no restart.
+    """
+
+    def __init__(self, message: str = "", errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class KernelError(NetmgrError):
     """A kernel call failed for a reason not mapped to a more precise class."""
 
@@ -167,7 +183,7 @@ def error_from_code(kind: str, message: str) -> NetmgrError:
     cls = _REGISTRY.get(kind, NetmgrError)
     err = cls.__new__(cls)
     NetmgrError.__init__(err, message)
-    if isinstance(err, KernelError):
+    if isinstance(err, (KernelError, StorageError)):
         err.errno = 0
     return err
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from netmgr import statefiles
+
 HOSTS_HEADER = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
 fe00::0\tip6-localnet
@@ -61,6 +63,5 @@ def write(dir_path: str, hostname: str, addresses: list[str], embedded_dns: bool
         "hostname": (os.path.join(dir_path, "hostname"), hostname + "\n"),
     }
     for path, content in files.values():
-        with open(path, "w") as f:
-            f.write(content)
+        statefiles.write_atomic(path, content)
     return {role: path for role, (path, _) in files.items()}

@@ -44,6 +44,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
+from netmgr import statefiles
 from netmgr.runtime import cgroups, mounts, shim
 
 from netmgr.errors import (
@@ -273,11 +274,14 @@ def start(spec: ContainerSpec) -> ProcessInfo:
     _validate_process(spec)
     _validate_paths(spec)
     _validate_limits(spec)
-    _prepare_state_dir(spec)
+    with statefiles.guard(spec.state_dir, "prepare the container's state dir"):
+        _prepare_state_dir(spec)
     limits = cgroups.Limits(memory=spec.memory, cpus=spec.cpus, pids=spec.pids_limit)
     cg = cgroups.create(spec.cgroup_parent, spec.id, limits, root=spec.cgroup_root)
     try:
-        return _launch(spec, _write_state(spec, cg))
+        with statefiles.guard(spec.state_dir, "write the container's state"):
+            shim_spec = _write_state(spec, cg)
+        return _launch(spec, shim_spec)
     except BaseException:
         try:
             cgroups.remove(cg)

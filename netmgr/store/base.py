@@ -70,5 +70,12 @@ class Store(Protocol):
     def watch(self, prefix: str, callback: Callable[[Event], None], start_revision: int = 0) -> Callable[[], None]:
         """Call ``callback`` for each change under ``prefix``; return a cancel function."""
 
+    def check_writable(self) -> None:
+        """Raise :class:`~netmgr.errors.StorageError` unless a write can commit now.
+
+        Called before a step that cannot be undone (removing kernel objects),
+        so a full or read-only state dir fails the operation before it starts.
+        """
+
     def close(self) -> None:
         """Release the backend."""

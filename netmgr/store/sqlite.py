@@ -12,14 +12,17 @@ Watches are in-process: this backend serves one daemon.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import sqlite3
-import logging
 import threading
+import urllib.parse
 from typing import Callable
 
-from netmgr import errors
+from netmgr import errors, statefiles
 from netmgr.store.base import KV, Compare, Event, Op
 
 log = logging.getLogger("netmgr.store")
@@ -29,41 +32,98 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, mod_re
 CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);
 """
+_PROBE_KEY = "\x00probe"  # sorts before every real key; never committed
+_PROBE_BYTES = 16384  # a value with overflow pages: a probe that fits leaves room for a real write's pages
 
 
 class SQLiteStore:
     """A :class:`~netmgr.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise errors.Unavailable(f"open store {path}: {exc}") from exc
+        self.path = path
+        with statefiles.guard(os.path.dirname(path) or ".", "create the state dir"):
+            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         self._lock = threading.RLock()
         self._watches: list[tuple[str, Callable[[Event], None]]] = []
+        #: True while the state dir is read-only: reads are served, each write first tries to reopen
+        self.read_only = False
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._open_rw()
+        except sqlite3.Error as exc:
+            err = self._error(exc, "open the store")
+            if getattr(err, "errno", None) != errno.EROFS:
+                raise err from exc
+        log.warning("the state dir of %s is read-only: serving the store read-only", self.path)
+        self.read_only = True
+        return self._open_ro()
+
+    def _open_rw(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_ro(self) -> sqlite3.Connection:
+        """A read-only connection; ``immutable`` when no ``-shm`` file is there (a clean stop removed it)."""
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        for suffix in ("", "&immutable=1"):
+            db = sqlite3.connect(uri + suffix, uri=True, isolation_level=None, check_same_thread=False, timeout=10)
+            try:
+                db.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
+                return db
+            except sqlite3.Error as exc:
+                db.close()
+                last = exc
+        raise self._error(last, "open the store") from last
+
+    def _reopen_rw(self) -> None:
+        """Called before a write while read-only: the state dir may be writable again (remounted rw)."""
+        if statefiles.probe(self.path) == errno.EROFS:
+            raise errors.StorageError(f"{statefiles.STORAGE_ERRNOS[errno.EROFS]}: write the store {self.path}",
+                                      errno.EROFS)
+        try:
+            db = self._open_rw()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "write the store") from exc
+        self._db.close()
+        self._db, self.read_only = db, False
+        log.info("the state dir of %s is writable again", self.path)
+
+    def _error(self, exc: sqlite3.Error, action: str) -> errors.StorageError | errors.Unavailable:
+        """A disk fault as StorageError; any other SQLite error as Unavailable."""
+        return statefiles.storage_error(exc, self.path, action) or errors.Unavailable(f"{action} {self.path}: {exc}")
 
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
             self._db.close()
 
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read the store") from exc
+
     def get(self, key: str) -> KV | None:
         """See :meth:`Store.get`."""
-        with self._lock:
-            row = self._db.execute("SELECT value, mod_revision FROM kv WHERE key = ?", (key,)).fetchone()
+        rows = self._query("SELECT value, mod_revision FROM kv WHERE key = ?", (key,))
+        row = rows[0] if rows else None
         return KV(key, json.loads(row[0]), row[1]) if row else None
 
     def list(self, prefix: str) -> list[KV]:
         """See :meth:`Store.list`."""
         upper = prefix + "\U0010ffff"
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, value, mod_revision FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, upper)
-            ).fetchall()
+        rows = self._query("SELECT key, value, mod_revision FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                           (prefix, upper))
         return [KV(k, json.loads(v), r) for k, v, r in rows]
 
     def put(self, key: str, value: dict) -> int:
@@ -84,13 +144,43 @@ class SQLiteStore:
 
     def revision(self) -> int:
         """The store-wide revision of the last write."""
+        return self._query("SELECT revision FROM meta WHERE id = 1")[0][0]
+
+    def check_writable(self) -> None:
+        """Raise StorageError unless a write can commit now (run before an operation that cannot be undone).
+
+        A throwaway row is written and deleted in one transaction that commits:
+        it needs the same kinds of pages in the WAL as a real write. Space can
+        still run out between this check and the write; that write then fails
+        the same way and the operation can be retried.
+        """
         with self._lock:
-            return self._db.execute("SELECT revision FROM meta WHERE id = 1").fetchone()[0]
+            if self.read_only:
+                self._reopen_rw()
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT OR REPLACE INTO kv (key, value, mod_revision) VALUES (?, ?, 0)",
+                           (_PROBE_KEY, "0" * _PROBE_BYTES))
+                db.execute("DELETE FROM kv WHERE key = ?", (_PROBE_KEY,))
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db)
+                raise self._error(exc, "write the store") from exc
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        # after SQLITE_FULL/IOERR SQLite may have rolled back already: a failing ROLLBACK is no news
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
 
     def txn(self, compares: list[Compare], ops: list[Op]) -> bool:
         """See :meth:`Store.txn`."""
         events: list[Event] = []
         with self._lock:
+            if self.read_only:
+                self._reopen_rw()
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -103,10 +193,9 @@ class SQLiteStore:
                 db.execute("UPDATE meta SET revision = ? WHERE id = 1", (rev,))
                 db.execute("COMMIT")
             except BaseException as exc:  # also a value json cannot encode: never leave the txn open
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                self._rollback(db)
                 if isinstance(exc, sqlite3.Error):
-                    raise errors.Unavailable(f"store write failed: {exc}") from exc
+                    raise self._error(exc, "write the store") from exc
                 raise
             watches = list(self._watches)
         self._notify(watches, events)

@@ -21,11 +21,17 @@ from tests.privileged.conftest import ip_json, nft_json
 
 
 def store_rows(host) -> list:
-    db = sqlite3.connect(os.path.join(host.state_dir, "netmgr.db"))
-    try:
-        return sorted(db.execute("SELECT key, value FROM kv").fetchall())
-    finally:
-        db.close()
+    """The store's rows, read straight from the file (also on a read-only state dir: ``immutable``)."""
+    uri = "file:" + os.path.join(host.state_dir, "netmgr.db") + "?mode=ro"
+    for suffix in ("", "&immutable=1"):
+        db = sqlite3.connect(uri + suffix, uri=True)
+        try:
+            return sorted(db.execute("SELECT key, value FROM kv").fetchall())
+        except sqlite3.OperationalError:
+            if suffix:
+                raise
+        finally:
+            db.close()
 
 
 def state(host) -> dict:

@@ -25,6 +25,7 @@ PARENTS = {
     errors.InUse: errors.Conflict,
     errors.PermissionDenied: errors.NetmgrError,
     errors.Unavailable: errors.NetmgrError,
+    errors.StorageError: errors.Unavailable,
     errors.KernelError: errors.NetmgrError,
     errors.InternalError: errors.NetmgrError,
 }
@@ -43,6 +44,7 @@ GRPC = {
     errors.InUse: FAILED_PRECONDITION,
     errors.PermissionDenied: PERMISSION_DENIED,
     errors.Unavailable: UNAVAILABLE,
+    errors.StorageError: UNAVAILABLE,
     errors.KernelError: INTERNAL,
     errors.InternalError: INTERNAL,
 }
