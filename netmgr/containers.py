@@ -257,6 +257,8 @@ class Containers:
 
     def stop(self, ref: str, timeout: float = 10.0) -> Container:
         """SIGTERM, then SIGKILL after ``timeout`` seconds (Docker's ``stop``)."""
+        if not 0 <= timeout < 1e9:  # also NaN
+            raise errors.InvalidConfig(f"invalid stop timeout {timeout}: want 0 or more seconds")
         ctr = self.get(ref)
         if ctr.state.status == "running":
             rt.stop(self.state_dir(ctr), ctr.state.pid, timeout=timeout)

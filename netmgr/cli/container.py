@@ -20,8 +20,29 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", re.ASCII)
 
 
+_INT64_MAX = (1 << 63) - 1
+
+
+def parse_int64(text: str) -> int:
+    """An argparse type: a signed 64-bit integer, in Go's strconv.ParseInt words when it is not one."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}": strconv.ParseInt: parsing "{text}": '
+                                         "invalid syntax") from None
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}": strconv.ParseInt: parsing "{text}": '
+                                         "value out of range")
+    return value
+
+
+def parse_pids_limit(text: str) -> int:
+    """``--pids-limit``: as Docker, -1 (any negative value) means unlimited, which is also the default (0)."""
+    return max(parse_int64(text), 0)
+
+
 def parse_bytes(text: str) -> int:
-    """``512m``, ``1g``, ``1048576`` → bytes (Docker's RAMInBytes)."""
+    """``512m``, ``1g``, ``1048576`` → bytes (Docker's RAMInBytes); at most 2^63-1."""
     match = _SIZE_RE.fullmatch(text)
     try:
         value = float(match.group(1)) if match else None
@@ -29,7 +50,10 @@ def parse_bytes(text: str) -> int:
         value = None
     if value is None:
         raise errors.InvalidConfig(f"invalid size: '{text}'")
-    return int(value * _UNITS[(match.group(2) or "").lower()])
+    size = value * _UNITS[(match.group(2) or "").lower()]
+    if size > _INT64_MAX:
+        raise errors.InvalidConfig(f"invalid size: '{text}': value out of range")
+    return int(size)
 
 
 def parse_publish(spec: str) -> list[pb.PortMapping]:
@@ -90,7 +114,7 @@ def register(sub) -> None:
     r.add_argument("-w", "--workdir", default="")
     r.add_argument("-m", "--memory", default="")
     r.add_argument("--cpus", type=float, default=0.0)
-    r.add_argument("--pids-limit", type=int, default=0)
+    r.add_argument("--pids-limit", type=parse_pids_limit, default=0, help="-1 for unlimited")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD")
     r.set_defaults(func=run)
 
@@ -114,7 +138,7 @@ def register(sub) -> None:
         c = sub.add_parser(name, help=helptext)
         c.add_argument("containers", nargs="+")
         if name == "stop":
-            c.add_argument("-t", "--time", type=float, default=10.0)
+            c.add_argument("-t", "--time", type=parse_int64, default=10, help="seconds to wait before SIGKILL")
         c.set_defaults(func=fn)
 
     rm = sub.add_parser("rm", help="remove containers")

@@ -16,23 +16,33 @@ import traceback
 
 from netmgr import __version__, errors
 from netmgr.cli import container as container_cmds
-from netmgr.cli.argv import global_flags
+from netmgr.cli.argv import global_flags, not_utf8, one_line
 from netmgr.cli import lab as lab_cmds
 from netmgr.cli import network as network_cmds
 from netmgr.cli import plugin as plugin_cmds
 
 
 class UsageError(errors.InvalidConfig):
-    """A flag or argument the parser rejected (Docker exits 125 for these)."""
+    """A flag or argument the parser rejected (Docker exits 125 for these): one line, then a hint line."""
 
     exit_code = 125
+
+    def __init__(self, message: str = "", hint: str = "") -> None:
+        super().__init__(one_line(message) + (f"\n{hint}" if hint else ""))
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with Docker's usage-error behaviour (one line + hint, exit 125)."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{message}\nSee '{self.prog} --help'.")
+        raise UsageError(message, f"See '{self.prog} --help'.")
+
+    def _get_values(self, action, arg_strings):
+        # argparse drops a "--" given as an option's own value (-f--, --label=--) and then appends the
+        # option's default (a list) or stores nothing: the value is the string "--", as in Docker
+        if action.option_strings and arg_strings == ["--"] and action.nargs in (None, "?"):
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> Parser:
@@ -106,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return clients[0]
 
     try:
+        bad = not_utf8(argv)
+        if bad is not None:
+            raise UsageError(f'invalid argument "{bad}": not valid UTF-8')
         args = parser.parse_args(argv)
         if args.version:
             print(f"netmgr version {__version__}")
@@ -133,7 +146,7 @@ def _report(exc: errors.NetmgrError, as_json: bool, code: int) -> int:
     if as_json:
         print(json.dumps({"error": exc.message, "code": exc.kind}), file=sys.stderr)
     else:
-        print(exc.message, file=sys.stderr)
+        print(exc.message if isinstance(exc, UsageError) else one_line(exc.message), file=sys.stderr)
     return code
 
 

@@ -226,3 +226,41 @@ def test_double_dash_ends_the_options(argv, want):
 )
 def test_global_flags_come_before_the_subcommand(argv, want):
     assert global_flags(argv) == want
+
+
+# -- found by tests/unit/test_fuzz_cli.py ----------------------------------------------------
+
+
+def _main(capsys, *argv):
+    from netmgr.cli import main as cli_main
+
+    rc = cli_main.main(["-H", "unix:///nonexistent/nmt.sock", *argv])
+    return rc, capsys.readouterr().err
+
+
+def test_an_option_whose_value_is_double_dash_keeps_it(capsys):
+    rc, err = _main(capsys, "network", "ls", "-f--")
+    assert (rc, err) == (1, 'invalid argument "--" for "-f, --filter" flag: bad format of filter '
+                            "(expected name=value)\n")
+
+
+def test_out_of_range_integers_are_usage_errors(capsys):
+    rc, err = _main(capsys, "run", "--pids-limit", "99999999999999999999999", "sh")
+    assert rc == 125 and "value out of range" in err and "internal error" not in err
+    rc, err = _main(capsys, "stop", "-t", "nan", "x")
+    assert rc == 125 and 'parsing "nan": invalid syntax' in err
+
+
+def test_oversized_memory_is_one_line(capsys):
+    rc, err = _main(capsys, "run", "-m", "99999999999999999999999g", "sh")
+    assert (rc, err) == (125, "invalid size: '99999999999999999999999g': value out of range\n")
+
+
+def test_non_utf8_argument_is_refused(capsys):
+    rc, err = _main(capsys, "network", "create", "nm\udcff")
+    assert (rc, err) == (125, 'invalid argument "nm\\xff": not valid UTF-8\n')
+
+
+def test_echoed_values_cannot_break_the_line(capsys):
+    rc, err = _main(capsys, "run", "-p", "80\n\x1b[31m", "sh")
+    assert rc == 125 and err.count("\n") == 1 and "\x1b" not in err
