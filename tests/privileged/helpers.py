@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 SERVER = textwrap.dedent('''
@@ -64,6 +65,24 @@ def request(netns_path: str | None, proto: str, host: str, port: int, timeout: f
         sys.executable, "-I", "-S", "-c", CLIENT, proto, host, str(port), str(timeout)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def together(calls) -> list:
+    """Run every ``call()`` on its own thread, released at once; their results (a hang fails the test)."""
+    results: list = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        results[k] = calls[k]()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+        assert not t.is_alive(), "a call never returned (deadlock?)"
+    return results
 
 
 def wait_for(fn, timeout: float = 10.0, interval: float = 0.02):

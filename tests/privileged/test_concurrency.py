@@ -9,32 +9,14 @@ sandbox). The 3-host overlay version is in test_overlay.py.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import pytest
 
 from tests.privileged.conftest import ip_json
+from tests.privileged.helpers import together
 
 pytestmark = pytest.mark.privileged
-
-
-def together(calls) -> list:
-    """Run every ``call()`` on its own thread, released at once; their results (a hang fails the test)."""
-    results: list = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def worker(k: int) -> None:
-        barrier.wait()
-        results[k] = calls[k]()
-
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-        assert not t.is_alive(), "a call never returned (deadlock?)"
-    return results
 
 
 def ok(result):
