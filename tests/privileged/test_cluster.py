@@ -205,7 +205,10 @@ def test_restart_republishes_on_the_new_lease_and_drops_what_nobody_owns(etcd, h
         assert new.republish([*kept, taken_meanwhile]) == [taken_meanwhile]
         old.store.revoke_lease()  # the old lease ends: the re-put keys must survive it
         assert wait_for(lambda: peer_key(net.id, gone.id) not in rother.peers)
-        time.sleep(0.3)
+        # a key written after the revoke: once the watch delivers it, it has delivered every deletion before
+        sentinel = endpoint(net, "10.75.0.250/24", "sentinel")
+        assert new.publish(sentinel) == []
+        assert wait_for(lambda: peer_key(net.id, sentinel.id) in rother.peers)
         assert all(peer_key(net.id, ep.id) in rother.peers for ep in kept)
         assert other.publish(endpoint(net, "10.75.0.4/24")) == []  # the stale address is free
         assert other.publish(endpoint(net, "10.75.0.2/24")) == ["10.75.0.2/24"]

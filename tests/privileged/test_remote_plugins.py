@@ -25,6 +25,7 @@ from netmgr.engine import Config, open_engine
 from netmgr.model import PoolConfig
 from tests.conftest import unique
 from tests.privileged.conftest import close_engine, ip_json
+from tests.privileged.helpers import wait_for
 from tests.privileged.plugin_procs import (
     MACVLAN,
     MISBEHAVE,
@@ -167,7 +168,16 @@ MISBEHAVIOUR = [
 
 @pytest.mark.parametrize("mode,cls,message", MISBEHAVIOUR, ids=[m[0] for m in MISBEHAVIOUR])
 def test_misbehaving_plugin_rolls_back_everything(env, mode, cls, message):
-    env.plugin(MISBEHAVE, "nmtbad", "--mode", mode, "--delay", "3")
+    joined = os.path.join(env.base, "joined")
+    env.plugin(MISBEHAVE, "nmtbad", "--mode", mode, "--delay", "3", "--joined", joined)
+
+    def joins() -> int:
+        try:
+            with open(joined) as f:
+                return len(f.readlines())
+        except FileNotFoundError:
+            return 0
+
     env.engine.ctl.create_network(NetworkRequest("nmt-bad", driver="nmtbad", pools=(PoolConfig("10.173.0.0/24"),)))
     env.engine.ctl.create_network(NetworkRequest("nmt-br", pools=(PoolConfig("10.174.0.0/24"),)))
     ctr = env.engine.containers.run(RunRequest(argv=("sleep", "60"), name="nmt-c1", network="nmt-br"))
@@ -178,14 +188,14 @@ def test_misbehaving_plugin_rolls_back_everything(env, mode, cls, message):
     assert message in str(info.value)
     assert "\n" not in str(info.value)
     assert time.monotonic() - start < 15  # never hung (the deadline is 1.5 s per call)
-    if mode == "slow-join":
-        time.sleep(2.5)  # the plugin finishes its slow Join (and, seeing netmgr gave up, creates nothing)
+    if mode == "slow-join":  # the plugin finishes its slow Join (and, seeing netmgr gave up, creates nothing)
+        assert wait_for(lambda: joins() >= 1, timeout=10)
     assert snapshot(env.engine, env.host_ns, ctr.sandbox_key) == before
     # a failed run leaves nothing either
     with pytest.raises(errors.NetmgrError):
         env.engine.containers.run(RunRequest(argv=("sleep", "60"), name="nmt-c2", network="nmt-bad"))
     if mode == "slow-join":
-        time.sleep(2.5)
+        assert wait_for(lambda: joins() >= 2, timeout=10)
     assert snapshot(env.engine, env.host_ns, ctr.sandbox_key) == before
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A network driver plugin that misbehaves on purpose (SDK-based), for the rollback tests.
 
-    misbehave.py --plugin-dir DIR --name NAME --mode MODE [--delay S] [--marker FILE]
+    misbehave.py --plugin-dir DIR --name NAME --mode MODE [--delay S] [--joined FILE]
 
 Every mode creates the endpoint's interface (a veth pair: the end named as
 netmgr suggests goes to the container, its peer ``nmq…`` stays) where a real
@@ -17,7 +17,8 @@ plugin would, then:
 * ``bad-endpoint``: CreateEndpoint replies with a different MAC address;
 * ``fail-create``: CreateNetwork fails with INVALID_ARGUMENT.
 
-With ``--marker`` the plugin writes its pid there when serving.
+With ``--joined FILE`` the plugin appends a line to FILE each time a Join
+returns (so a test can wait for a slow Join to finish, not sleep).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def _ip(*args: str) -> None:
 class Misbehave(sdk.NetworkDriver):
     description = "misbehaves on purpose"
 
-    def __init__(self, mode: str, delay: float) -> None:
+    def __init__(self, mode: str, delay: float, joined: str | None = None) -> None:
         self.mode = mode
         self.delay = delay
+        self.joined = joined
 
     def CreateNetwork(self, request, context):
         if self.mode == "fail-create":
@@ -53,6 +55,14 @@ class Misbehave(sdk.NetworkDriver):
         return dpb.CreateEndpointResponse()
 
     def Join(self, request, context):
+        try:
+            return self._join(request, context)
+        finally:
+            if self.joined:
+                with open(self.joined, "a") as f:
+                    f.write("joined\n")
+
+    def _join(self, request, context):
         name = request.host_ifname
         if self.mode == "slow-join":
             time.sleep(self.delay)
@@ -81,8 +91,9 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--mode", default="ok")
     parser.add_argument("--delay", type=float, default=3.0)
+    parser.add_argument("--joined", default=None)
     args = parser.parse_args()
-    sdk.run(args.name, driver=Misbehave(args.mode, args.delay), plugin_dir=args.plugin_dir)
+    sdk.run(args.name, driver=Misbehave(args.mode, args.delay, args.joined), plugin_dir=args.plugin_dir)
 
 
 if __name__ == "__main__":
