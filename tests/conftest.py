@@ -14,6 +14,14 @@ import pathlib
 import uuid
 
 import pytest
+from hypothesis import settings
+
+# Property-based tests: in CI (CI=true, as .ci/run is run) the same cases every time, so a run is green or red
+# for the code, not for the draw; elsewhere hypothesis draws new cases each run (and keeps failures in
+# .hypothesis/ to replay). NETMGR_FUZZ_SCALE multiplies the case counts for long explorations.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = os.geteuid() == 0
 

@@ -32,7 +32,7 @@ def examples(n: int) -> int:
     return int(n * float(os.environ.get("NETMGR_FUZZ_SCALE", "1")))
 
 
-SETTINGS = dict(deadline=None, derandomize=False, suppress_health_check=list(HealthCheck))
+SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck))
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
 BIG = st.text(st.characters(blacklist_categories=("Cs",)), min_size=300, max_size=5000)

@@ -155,7 +155,7 @@ def test_publish_spec_parses_to_valid_mappings_or_one_typed_error(spec):
     try:
         maps = parse_publish(spec)
     except errors.InvalidConfig as exc:
-        assert str(exc) and "\n" not in str(exc).replace(spec, "")  # main escapes the echoed value
+        assert str(exc)  # main prints it on one line (escaped): test_any_command_line_…
         return
     assert maps
     for m in maps:
@@ -170,6 +170,6 @@ def test_sizes_and_volumes_parse_or_fail_typed(text):
         try:
             parse(text)
         except errors.InvalidConfig as exc:
-            assert str(exc) and "\n" not in str(exc).replace(text, "")
+            assert str(exc)
     with contextlib.suppress(errors.InvalidConfig):
         assert parse_bytes(text) >= 0
