@@ -317,11 +317,36 @@ class Containers:
         self.ctl.check_attach(net, ctr, req)
         with UndoStack() as undo:
             eps = self.ctl.attach_all(undo, net, ctr, req)
-            self.ctl.store.txn([], [self.ctl.put_endpoint_op(e) for e in eps])
+            changed = self._step_enable_dns(undo, ctr, net)
+            ops = [self.ctl.put_endpoint_op(e) for e in eps]
+            if changed is not ctr:
+                ops.append(Op(f"containers/{ctr.id}", to_dict(changed)))
+            self.ctl.store.txn([], ops)
             undo.commit()
+        self.items[ctr.id] = changed
         for ep in eps:
             self.ctl.commit_endpoint(ep)
         return eps[0]
+
+    def _step_enable_dns(self, undo: UndoStack, ctr: Container, net) -> Container:
+        """The first user-defined network of a container started without one: the embedded DNS.
+
+        As libnetwork's sbJoin (startResolver, then rebuildDNS): a container started on the default
+        bridge gets 127.0.0.11 in its resolv.conf once it joins a network with discovery, and keeps
+        it after that network is disconnected. The file is rewritten in place: the container's
+        /etc/resolv.conf is a bind mount of that inode.
+        """
+        if ctr.config.embedded_dns or not ctr.sandbox_key or not self.ctl.records.serves(net):
+            return ctr
+        path = self._files(ctr)["resolv"]
+        with statefiles.guard(path, "read"):
+            with open(path) as f:
+                before = f.read()
+        undo.push("restore resolv.conf", etcfiles.rewrite_in_place, path, before)
+        etcfiles.rewrite_in_place(path, etcfiles.resolv_conf(embedded_dns=True))
+        undo.push("stop DNS", self.dns.detach, ctr.id)
+        self.dns.attach(ctr.id, ctr.sandbox_key)
+        return dataclasses.replace(ctr, config=dataclasses.replace(ctr.config, embedded_dns=True))
 
     def disconnect(self, net_ref: str, ctr_ref: str, force: bool = False) -> None:
         """``network disconnect``: remove the container's interface on that network."""

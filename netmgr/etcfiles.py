@@ -65,3 +65,22 @@ def write(dir_path: str, hostname: str, addresses: list[str], embedded_dns: bool
     for path, content in files.values():
         statefiles.write_atomic(path, content)
     return {role: path for role, (path, _) in files.items()}
+
+
+def rewrite_in_place(path: str, content: str) -> None:
+    """Replace ``path``'s content, keeping its inode (a running container's bind mount shows it).
+
+    Not atomic, unlike :func:`write`: a rename would leave the container on the old file. The file is
+    a few hundred bytes: the write fits in the one block the file already has.
+    """
+    raw = content.encode()
+    with statefiles.guard(path, "write"):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.ftruncate(fd, len(raw))
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -74,6 +74,25 @@ def test_default_bridge_has_no_embedded_dns(dns_world):
     h.cli("rm", "-f", "nmt-plain")
 
 
+def test_connect_from_the_default_bridge_starts_the_embedded_dns(dns_world):
+    """As libnetwork's sbJoin: the first network with discovery brings 127.0.0.11, and it stays.
+
+    (Chaos seed 7 found it: a container run on the default bridge and connected to a user network
+    could not resolve its new peers, since its resolv.conf still named the host's resolvers.)
+    """
+    h = dns_world
+    assert h.cli("run", "-d", "--name", "nmt-late", "sleep", "600").rc == 0
+    assert h.cli("network", "connect", "nmt-d1", "nmt-late").rc == 0
+    conf = h.cli("exec", "nmt-late", "cat", "/etc/resolv.conf").out
+    assert conf.splitlines()[0] == "nameserver 127.0.0.11" and "options ndots:0" in conf
+    assert h.cli("exec", "nmt-late", "busybox", "ping", "-c1", "-W2", "nmt-b").rc == 0  # its own resolver
+    assert lookup(h, "nmt-b", "nmt-late") == [ip(h, "nmt-late", "nmt-d1")]
+    assert h.cli("network", "disconnect", "nmt-d1", "nmt-late").rc == 0
+    assert h.cli("exec", "nmt-late", "cat", "/etc/resolv.conf").out == conf  # Docker keeps the resolver
+    assert h.cli("network", "connect", "nmt-d2", "nmt-late").rc == 0
+    assert lookup(h, "nmt-late", "nmt-c") == [ip(h, "nmt-c", "nmt-d2")]
+
+
 def test_daemon_restart_keeps_serving(dns_world):
     import signal
 
@@ -81,6 +100,8 @@ def test_daemon_restart_keeps_serving(dns_world):
     h.stop_daemon(signal.SIGKILL)
     h.start_daemon()
     assert lookup(h, "nmt-a", "nmt-b") == [ip(h, "nmt-b", "nmt-d1")]
+    assert lookup(h, "nmt-late", "nmt-c") == [ip(h, "nmt-c", "nmt-d2")]  # connected later: kept too
+    h.cli("rm", "-f", "nmt-late")
 
 
 FAKE_RESOLVER = """
