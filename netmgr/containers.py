@@ -133,7 +133,18 @@ class Containers:
                 code = None  # the shim was killed too: the code is lost
         state = dataclasses.replace(ctr.state, status="exited", exit_code=code if code is not None else 137,
                                     finished_at=now_rfc3339(), pid=0)
+        self._release(ctr)
         return self._save(dataclasses.replace(ctr, state=state))
+
+    def _release(self, ctr: Container) -> None:
+        """An exited container's cgroups and leftover mounts go (as runc's delete); ``start`` makes new ones.
+
+        Its sandbox, interfaces and addresses stay until ``rm`` (see the module docstring).
+        """
+        try:
+            rt.cleanup(self._spec(ctr, self._files(ctr)))
+        except errors.NetmgrError as exc:
+            log.warning("release %s after exit: %s", ctr.name, exc)
 
     def _save(self, ctr: Container) -> Container:
         self.ctl.store.put(f"containers/{ctr.id}", to_dict(ctr))

@@ -234,7 +234,10 @@ class Chaos:
         links = {link["ifname"]: link for link in _ip_json(host.netns_path, "link")}
         want_links, want_sandboxes, ports = set(), set(), set()
         running = [c for c in view["containers"] if c["State"]["Running"]]
-        for ctr in running:
+        # a stopped container keeps its sandbox, interfaces and addresses until rm (netmgr's rule,
+        # netmgr/containers.py): one whose process died with the daemon (a kill during its rm -f)
+        # comes back as exited, with them
+        for ctr in view["containers"]:
             key = ctr["NetworkSettings"]["SandboxKey"]
             if key:
                 want_sandboxes.add(os.path.basename(key))
@@ -263,7 +266,7 @@ class Chaos:
         self._check_bridges(i, view, links)
         sandboxes = set(os.listdir(os.path.join(host.run_dir, "netns")))
         if sandboxes != want_sandboxes:
-            raise InvariantBroken(f"host {i + 1}: sandboxes {sorted(sandboxes)} but running containers have "
+            raise InvariantBroken(f"host {i + 1}: sandboxes {sorted(sandboxes)} but the containers have "
                                   f"{sorted(want_sandboxes)}")
         shims = _shims_under(host.state_dir)
         if shims != len(running):
@@ -298,7 +301,7 @@ class Chaos:
     def _check_cgroups(self, views: list[dict]) -> None:
         running = {c["Id"] for v in views for c in v["containers"] if c["State"]["Running"]}
         for cid in self.seen_containers:
-            dirs = _cgroup_dirs(cid)
+            dirs = cgroup_dirs(cid)
             if cid not in running and dirs:
                 raise InvariantBroken(f"container {cid[:12]} is not running but keeps cgroups {dirs}")
 
@@ -379,7 +382,7 @@ def _nft_ports(netns_path: str) -> set[tuple[str, int]]:
     return out
 
 
-def _cgroup_dirs(cid: str) -> list[str]:
+def cgroup_dirs(cid: str) -> list[str]:
     found = []
     for root in ("/sys/fs/cgroup", *(os.path.join("/sys/fs/cgroup", d) for d in os.listdir("/sys/fs/cgroup"))):
         path = os.path.join(root, "netmgr", cid)

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from netmgr.testing.chaos import cgroup_dirs
 from tests.privileged.conftest import ip_json, nft_json
 
 
@@ -321,14 +322,40 @@ def test_stop_start_keeps_the_network(world):
     h = world
     assert h.cli("run", "-d", "--name", "nmt-ss", "--network", "nmt-n2", "sleep", "600").rc == 0
     ip_before = json.loads(h.cli("inspect", "nmt-ss").out)[0]["NetworkSettings"]["Networks"]["nmt-n2"]["IPAddress"]
+    cid = json.loads(h.cli("inspect", "nmt-ss").out)[0]["Id"]
+    assert cgroup_dirs(cid)
     assert h.cli("stop", "-t", "1", "nmt-ss").out == "nmt-ss\n"
     assert "Exited (137)" in h.cli("ps", "-a", "--filter", "name=nmt-ss").out
+    assert cgroup_dirs(cid) == []  # released at exit, as runc's delete; start makes new ones
     assert h.cli("exec", "nmt-ss", "true").err.startswith("Container ")
     assert h.cli("start", "nmt-ss").out == "nmt-ss\n"
     doc = json.loads(h.cli("inspect", "nmt-ss").out)[0]
     assert doc["State"]["Running"] and doc["NetworkSettings"]["Networks"]["nmt-n2"]["IPAddress"] == ip_before
     assert h.cli("exec", "nmt-ss", "busybox", "ping", "-c1", "-W2", "10.81.0.1").rc == 0
     assert h.cli("rm", "-f", "nmt-ss").rc == 0
+
+
+def test_container_dead_while_the_daemon_was_down(world):
+    """A kill of the daemon during ``rm -f`` (after the process, before the record; chaos found it).
+
+    The daemon comes back to a container whose process is gone: it is exited, its cgroups are
+    released, its sandbox and address stay (a stopped container's), and ``rm`` removes all of it.
+    """
+    import signal
+
+    h = world
+    assert h.cli("run", "-d", "--name", "nmt-dead", "--network", "nmt-n2", "sleep", "600").rc == 0
+    doc = json.loads(h.cli("inspect", "nmt-dead").out)[0]
+    cid, key, pid = doc["Id"], doc["NetworkSettings"]["SandboxKey"], doc["State"]["Pid"]
+    veth = "veth" + doc["NetworkSettings"]["Networks"]["nmt-n2"]["EndpointID"][:7]
+    h.stop_daemon(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    h.start_daemon()
+    assert "Exited (137)" in h.cli("ps", "-a", "--filter", "name=nmt-dead").out
+    assert cgroup_dirs(cid) == []
+    assert os.path.exists(key) and any(link["ifname"] == veth for link in ip_json(h.netns_path, "link"))
+    assert h.cli("rm", "nmt-dead").rc == 0
+    assert not os.path.exists(key) and not any(link["ifname"] == veth for link in ip_json(h.netns_path, "link"))
 
 
 def test_stats(world):
