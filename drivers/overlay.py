@@ -248,6 +248,13 @@ class OverlayDriver(PassiveDriver):
             with mapped(f"create endpoint {ep.id[:12]}"):
                 self.env.nl.add_veth(host_if, sb.ifname, sb.handle.fd, ep.mac or None, self._mtu(net),
                                      master=bridge, up=True)
+            if ep.mac:
+                try:
+                    self._pin_local_mac(host_if, ep.mac)
+                except BaseException:
+                    with contextlib.suppress(errors.NetmgrError):
+                        self.env.nl.del_link(name=host_if)
+                    raise
         except BaseException:
             if first:
                 self._teardown(net.id)
@@ -256,6 +263,19 @@ class OverlayDriver(PassiveDriver):
             netns.sysctl_write(self.env.netns_path, f"net.ipv6.conf.{host_if}.disable_ipv6", "1")
         self._eps.setdefault(net.id, set()).add(ep.id)
         return JoinInfo(ifname=sb.ifname, disable_gateway=True)
+
+    def _pin_local_mac(self, host_if: str, mac: str) -> None:
+        """A static bridge FDB entry: ``mac`` is behind this endpoint's veth, not behind the VXLAN port.
+
+        The bridge learns source MACs on the VXLAN port from remote traffic. When an address (and
+        so its IP-derived MAC) moves from another host to this one, that learned entry stays for
+        the ageing time (300 s) and sends the new local container's frames back into the tunnel:
+        the container is unreachable until it speaks first. Pinning the MAC at join replaces it.
+        """
+        index = self.env.nl.link_index(host_if)
+        if index is None:
+            raise errors.KernelError(f"link {host_if} vanished right after creation")
+        self.env.nl.fdb_pin(index, mac)
 
     @_locked
     def leave(self, net: NetworkInfo, ep: EndpointInfo, sb: SandboxInfo) -> None:
@@ -306,6 +326,8 @@ class OverlayDriver(PassiveDriver):
             return False
         with mapped(f"restore endpoint {ep.id[:12]}"):
             self.env.nl.set_link(index, master=local[0], up=True)
+            if ep.mac:
+                self.env.nl.fdb_pin(index, ep.mac)
         return True
 
 

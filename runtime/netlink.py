@@ -309,6 +309,11 @@ class Netlink:
         with contextlib.suppress(errors.NotFound):
             self.request((nlmsg.fdb(index, mac, dst), RTM_DELNEIGH, 0, f"delete fdb {mac}"))
 
+    def fdb_pin(self, port_index: int, mac: str) -> None:
+        """Pin ``mac`` to the bridge port ``port_index`` (a static entry; moves a learned one there)."""
+        self.request((nlmsg.fdb_static(port_index, mac), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                      f"pin fdb {mac}"))
+
     def neigh_add(self, index: int, address: str, mac: str) -> None:
         """A permanent neighbour entry ``address`` → ``mac`` on ``index`` (replaces)."""
         self.request((nlmsg.neigh(index, address, mac), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,

@@ -40,7 +40,9 @@ VXLAN_LOCAL6 = 17
 # linux/neighbour.h
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_PERMANENT = 0x80
+NUD_NOARP = 0x40  # a bridge FDB entry's 'static' (NUD_PERMANENT there means 'local': for the bridge itself)
 NTF_SELF = 0x02
+NTF_MASTER = 0x04
 AF_BRIDGE = 7
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -148,6 +150,11 @@ def fdb(index: int, mac: str, dst: str | None) -> RawMsg:
     """A bridge FDB entry on a VXLAN device: frames for ``mac`` go to the VTEP ``dst``."""
     attrs = nla_mac(NDA_LLADDR, mac) + (nla_ip(NDA_DST, dst) if dst else b"")
     return RawMsg(_NDMSG.pack(AF_BRIDGE, 0, 0, index, NUD_PERMANENT, NTF_SELF, 0) + attrs)
+
+
+def fdb_static(port_index: int, mac: str) -> RawMsg:
+    """A static entry in the FDB of the bridge that ``port_index`` is a port of: ``mac`` is behind it."""
+    return RawMsg(_NDMSG.pack(AF_BRIDGE, 0, 0, port_index, NUD_NOARP, NTF_MASTER, 0) + nla_mac(NDA_LLADDR, mac))
 
 
 def neigh(index: int, address: str, mac: str) -> RawMsg:

@@ -122,6 +122,34 @@ def test_containers_on_different_hosts_ping_by_name(cluster):
     ok(h1.cli("network", "rm", net))
 
 
+def test_an_address_that_moves_to_another_host_is_reachable_at_once(cluster):
+    """An IP-derived MAC the overlay bridge had learned on its VXLAN port, now local (chaos found it).
+
+    h2's bridge learns a's MAC on the VXLAN port from a's replies; a is removed and its address is
+    run again on h2 (same IP, so same MAC): without the join's static FDB entry, frames for it
+    went back into the tunnel until the learned entry aged out (300 s) or the container spoke.
+    """
+    h1, h2, h3 = cluster.hosts
+    net = overlay(h1, "--subnet", "10.62.9.0/24")
+    visible_everywhere(cluster, net)
+    a, keep, again, far = uniq("a"), uniq("k"), uniq("a2"), uniq("f")
+    try:
+        ok(h1.cli("run", "-d", "--name", a, "--network", net, "--ip", "10.62.9.50", "sleep", "600"))
+        ok(h2.cli("run", "-d", "--name", keep, "--network", net, "sleep", "600"))
+        assert wait_for(lambda: ping(h2, keep, "10.62.9.50"), 5)  # h2's bridge learns a's MAC on vx
+        mac = inspect_net(h1, a, net)["MacAddress"]
+        ok(h1.cli("rm", "-f", a))
+        ok(h2.cli("run", "-d", "--name", again, "--network", net, "--ip", "10.62.9.50", "sleep", "600"))
+        assert inspect_net(h2, again, net)["MacAddress"] == mac
+        ok(h3.cli("run", "-d", "--name", far, "--network", net, "sleep", "600"))
+        assert wait_for(lambda: ping(h3, far, "10.62.9.50"), 5)
+        assert ping(h2, keep, "10.62.9.50")
+    finally:
+        for host, name in ((h1, a), (h2, keep), (h2, again), (h3, far)):
+            host.cli("rm", "-f", name)
+    ok(h1.cli("network", "rm", net))
+
+
 def test_dual_stack_overlay(cluster):
     h1, h2, _ = cluster.hosts
     net = overlay(h1, "--ipv6", "--subnet", "10.71.0.0/24", "--subnet", "fd71:1::/64")
